@@ -1,0 +1,365 @@
+package gateway
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	htmltemplate "html/template"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/therapistinbox/gateway/gateway/envelope"
+)
+
+// Digester builds the therapist's digest at each check-in.
+type Digester struct {
+	Store    *Store
+	Practice Practice
+	Outbox   *Outbox // woken after a digest is queued; may be nil
+}
+
+// CheckIn runs the check-in scheduled for at: every held message not yet in
+// a digest, and every delivery that failed since the last one, go into one
+// digest email queued for the therapist. It is idempotent: a check-in
+// already run for at does nothing. manual marks a check-in fired by hand
+// (it does not count as the scheduled one). It returns the digest id, 0
+// when nothing was sent.
+func (g *Digester) CheckIn(ctx context.Context, at time.Time, manual bool) (int64, error) {
+	var digestID int64
+	err := g.Store.tx(ctx, func(tx *sql.Tx, now time.Time) error {
+		res, err := tx.ExecContext(ctx, `
+			INSERT INTO checkins (scheduled_for, fired_at, manual) VALUES (?, ?, ?)
+			ON CONFLICT (scheduled_for) DO NOTHING`, fmtTime(at), fmtTime(now), manual)
+		if err != nil {
+			return fmt.Errorf("digest: record check-in: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil // this check-in ran already
+		}
+		checkinID, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		d, err := loadDigest(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if d.messages == 0 && len(d.Failures) == 0 && !g.Practice.EmptyDigest {
+			return audit(ctx, tx, now, "checkin:empty", auditIDs{})
+		}
+		res, err = tx.ExecContext(ctx, `
+			INSERT INTO digests (checkin_id, created_at, message_count, urgent_count, failure_count, state)
+			VALUES (?, ?, ?, ?, ?, 'pending')`, checkinID, fmtTime(now), d.messages, d.urgent, len(d.Failures))
+		if err != nil {
+			return fmt.Errorf("digest: insert: %w", err)
+		}
+		if digestID, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		// The same transaction read these rows, so the sets match exactly.
+		if _, err := tx.ExecContext(ctx, `
+			UPDATE messages SET digest_id = ? WHERE state IN ('held', 'urgent') AND digest_id IS NULL`, digestID); err != nil {
+			return fmt.Errorf("digest: claim messages: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET reported_in = ? WHERE `+failedDeliveries, digestID); err != nil {
+			return fmt.Errorf("digest: claim failures: %w", err)
+		}
+		d.When = at
+		d.loc = g.Practice.Location
+		text, html, err := d.render()
+		if err != nil {
+			return err
+		}
+		_, err = insertOutbox(ctx, tx, now, outRow{kind: envelope.KindDigest, channel: envelope.Email,
+			to: g.Practice.DigestTo, toName: g.Practice.Therapist, subject: d.subject(), body: text, html: html,
+			digestID: digestID})
+		if err != nil {
+			return err
+		}
+		return audit(ctx, tx, now, "checkin:digest", auditIDs{digest: digestID})
+	})
+	if err == nil && digestID != 0 && g.Outbox != nil {
+		g.Outbox.Kick()
+	}
+	return digestID, err
+}
+
+// LastCheckin returns the scheduled time of the last scheduled check-in
+// that ran (zero if none).
+func (s *Store) LastCheckin(ctx context.Context) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	var t sql.NullString
+	if err := s.db.QueryRowContext(ctx, `SELECT max(scheduled_for) FROM checkins WHERE manual = 0`).Scan(&t); err != nil {
+		return time.Time{}, fmt.Errorf("store: last check-in: %w", err)
+	}
+	return parseTime(t), nil
+}
+
+// failedDeliveries selects outbox rows whose failure no digest has listed.
+const failedDeliveries = `reported_in IS NULL AND kind <> 'digest'
+	AND (state = 'failed' OR delivery_status IN ('failed', 'undelivered'))`
+
+// digestSent marks the messages of the digest sent in outbox row id as
+// delivered: the mail server accepted it.
+func digestSent(ctx context.Context, tx *sql.Tx, now time.Time, outboxID int64) error {
+	var id int64
+	if err := tx.QueryRowContext(ctx, `SELECT digest_id FROM outbox WHERE id = ?`, outboxID).Scan(&id); err != nil {
+		return fmt.Errorf("digest: find: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE digests SET state = 'sent', sent_at = ? WHERE id = ?`, fmtTime(now), id); err != nil {
+		return fmt.Errorf("digest: mark sent: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE messages SET state = 'delivered' WHERE digest_id = ?`, id); err != nil {
+		return fmt.Errorf("digest: mark delivered: %w", err)
+	}
+	return audit(ctx, tx, now, "digest:delivered", auditIDs{digest: id, outbox: outboxID})
+}
+
+// digestFailed puts the messages of a digest that could not be sent back
+// in the queue for the next one.
+func digestFailed(ctx context.Context, tx *sql.Tx, now time.Time, outboxID int64) error {
+	var id int64
+	if err := tx.QueryRowContext(ctx, `SELECT digest_id FROM outbox WHERE id = ?`, outboxID).Scan(&id); err != nil {
+		return fmt.Errorf("digest: find: %w", err)
+	}
+	for _, q := range []string{
+		`UPDATE digests SET state = 'failed' WHERE id = ?`,
+		`UPDATE messages SET digest_id = NULL WHERE digest_id = ?`,
+		`UPDATE outbox SET reported_in = NULL WHERE reported_in = ?`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, id); err != nil {
+			return fmt.Errorf("digest: release: %w", err)
+		}
+	}
+	return audit(ctx, tx, now, "digest:failed", auditIDs{digest: id, outbox: outboxID})
+}
+
+// digest is what one digest email shows.
+type digest struct {
+	When     time.Time
+	Clients  []*digestClient
+	Failures []digestFailure
+
+	messages, urgent int
+	loc              *time.Location
+}
+
+type digestClient struct {
+	Name     string
+	Reach    []string
+	Urgent   int
+	Messages []digestMessage
+}
+
+type digestMessage struct {
+	Received    time.Time
+	Channel     string
+	Subject     string
+	Text        string
+	Urgent      bool
+	Category    string
+	Evidence    []string
+	Automated   bool
+	Action      string
+	Attachments []envelope.Attachment
+	Notes       []string
+}
+
+type digestFailure struct {
+	Kind, Channel, Client string
+	At                    time.Time
+	Code, Reason, Status  string
+}
+
+// loadDigest reads everything held: urgent messages first, then oldest
+// first, grouped by client in that order.
+func loadDigest(ctx context.Context, tx *sql.Tx) (*digest, error) {
+	d := &digest{}
+	rows, err := tx.QueryContext(ctx, `
+		SELECT m.client_id, c.first_name, m.channel, m.received_at, m.subject, m.body, m.urgent, m.category,
+			m.evidence, m.automated, m.action, m.attachments, m.notes
+		FROM messages m JOIN clients c ON c.id = m.client_id
+		WHERE m.state IN ('held', 'urgent') AND m.digest_id IS NULL
+		ORDER BY m.urgent DESC, m.received_at, m.id`)
+	if err != nil {
+		return nil, fmt.Errorf("digest: load: %w", err)
+	}
+	defer rows.Close()
+	byID := map[int64]*digestClient{}
+	for rows.Next() {
+		var id int64
+		var name, evidence, attachments, notes string
+		var received sql.NullString
+		var m digestMessage
+		if err := rows.Scan(&id, &name, &m.Channel, &received, &m.Subject, &m.Text, &m.Urgent, &m.Category,
+			&evidence, &m.Automated, &m.Action, &attachments, &notes); err != nil {
+			return nil, fmt.Errorf("digest: load: %w", err)
+		}
+		m.Received = parseTime(received)
+		m.Evidence = parseStrings(evidence)
+		m.Notes = parseStrings(notes)
+		json.Unmarshal([]byte(attachments), &m.Attachments) // written by us; a bad row lists none
+		c := byID[id]
+		if c == nil {
+			c = &digestClient{Name: name}
+			if c.Name == "" {
+				c.Name = fmt.Sprintf("Unknown sender (client %d)", id)
+			}
+			byID[id] = c
+			d.Clients = append(d.Clients, c)
+		}
+		c.Messages = append(c.Messages, m)
+		d.messages++
+		if m.Urgent {
+			c.Urgent++
+			d.urgent++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("digest: load: %w", err)
+	}
+	rows.Close()
+	if len(byID) > 0 {
+		rows, err := tx.QueryContext(ctx, `
+			SELECT client_id, address FROM client_addresses WHERE client_id IN
+				(SELECT client_id FROM messages WHERE state IN ('held', 'urgent') AND digest_id IS NULL)
+			ORDER BY channel DESC, address`)
+		if err != nil {
+			return nil, fmt.Errorf("digest: addresses: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			var addr string
+			if err := rows.Scan(&id, &addr); err != nil {
+				return nil, fmt.Errorf("digest: addresses: %w", err)
+			}
+			if c := byID[id]; c != nil {
+				c.Reach = append(c.Reach, addr)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("digest: addresses: %w", err)
+		}
+		rows.Close()
+	}
+	rows, err = tx.QueryContext(ctx, `
+		SELECT o.kind, o.channel, coalesce(c.first_name, ''), o.created_at, o.error_code, o.error, o.delivery_status
+		FROM outbox o LEFT JOIN clients c ON c.id = o.client_id
+		WHERE `+failedDeliveries+` ORDER BY o.id`)
+	if err != nil {
+		return nil, fmt.Errorf("digest: failures: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var f digestFailure
+		var at sql.NullString
+		if err := rows.Scan(&f.Kind, &f.Channel, &f.Client, &at, &f.Code, &f.Reason, &f.Status); err != nil {
+			return nil, fmt.Errorf("digest: failures: %w", err)
+		}
+		f.At = parseTime(at)
+		d.Failures = append(d.Failures, f)
+	}
+	return d, rows.Err()
+}
+
+func (d *digest) subject() string {
+	s := fmt.Sprintf("Check-in: %s from %s", plural(d.messages, "message"), plural(len(d.Clients), "client"))
+	if d.urgent > 0 {
+		s += fmt.Sprintf(", %d urgent", d.urgent)
+	}
+	if len(d.Failures) > 0 {
+		s += fmt.Sprintf(", %s", plural(len(d.Failures), "failed delivery"))
+	}
+	return s
+}
+
+func plural(n int, one string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	if strings.HasSuffix(one, "y") {
+		return fmt.Sprintf("%d %sies", n, one[:len(one)-1])
+	}
+	return fmt.Sprintf("%d %ss", n, one)
+}
+
+//go:embed digest.txt.tmpl
+var digestText string
+
+//go:embed digest.html.tmpl
+var digestHTML string
+
+func digestFuncs(loc *time.Location) map[string]any {
+	if loc == nil {
+		loc = time.UTC
+	}
+	return map[string]any{
+		"when":    func(t time.Time) string { return t.In(loc).Format("Mon 2 Jan 15:04") },
+		"day":     func(t time.Time) string { return t.In(loc).Format("Monday 2 January 2006, 15:04 MST") },
+		"join":    strings.Join,
+		"size":    humanSize,
+		"channel": func(c string) string { return map[string]string{"sms": "text", "email": "email"}[c] },
+		"indent": func(s string) string {
+			return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ")
+		},
+		"what": func(kind string) string {
+			return map[string]string{"ack": "acknowledgement", "ack_repeat": "brief acknowledgement",
+				"urgent_reply": "urgent reply", "help": "help reply", "oncall": "on-call page",
+				"escalation": "escalation page", "notice": "notice", "relay": "relayed reply"}[kind]
+		},
+	}
+}
+
+var (
+	textTmpl = template.Must(template.New("digest").Funcs(digestFuncs(nil)).Parse(digestText))
+	htmlTmpl = htmltemplate.Must(htmltemplate.New("digest").Funcs(digestFuncs(nil)).Parse(digestHTML))
+)
+
+// render returns the digest as plain text and HTML.
+func (d *digest) render() (string, string, error) {
+	funcs := digestFuncs(d.loc)
+	var t, h strings.Builder
+	tt, err := textTmpl.Clone()
+	if err != nil {
+		return "", "", err
+	}
+	if err := tt.Funcs(funcs).Execute(&t, d); err != nil {
+		return "", "", fmt.Errorf("digest: render text: %w", err)
+	}
+	ht, err := htmlTmpl.Clone()
+	if err != nil {
+		return "", "", err
+	}
+	if err := ht.Funcs(funcs).Execute(&h, d); err != nil {
+		return "", "", fmt.Errorf("digest: render html: %w", err)
+	}
+	return t.String(), h.String(), nil
+}
+
+// Total counts, for the templates.
+func (d *digest) MessageCount() int { return d.messages }
+func (d *digest) UrgentCount() int  { return d.urgent }
+
+func humanSize(n int64) string {
+	switch {
+	case n <= 0:
+		return ""
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%d KB", n>>10)
+	default:
+		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
+	}
+}
+
+func parseStrings(s string) []string {
+	var v []string
+	json.Unmarshal([]byte(s), &v) // written by us; a bad row reads as empty
+	return v
+}
