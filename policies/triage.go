@@ -112,8 +112,10 @@ var builtin = map[string][]phrase{
 			"raped me", "attacked me", "threatened to kill me", "pushed me", "shoved me",
 			"won't let me leave", "locked me in"})...),
 		weighted(weightStrong, cross(abusersNow, []string{
-			"hurting me", "hitting me", "beating me", "threatening me", "going to kill me",
-			"killing me"})...),
+			"hurting me", "hitting me", "beating me", "threatening me", "killing me"})...),
+		// Often said in jest ("my mom is gonna kill me when she sees this"),
+		// so weaker; still urgent.
+		weighted(weightIndirect, cross(abusersNow, []string{"going to kill me"})...),
 		weighted(weightStrong, "raped", "rape", "sexually assaulted", "sexual assault",
 			"assaulted me", "being abused", "abusing me", "abused me", "abuses me",
 			"he'll kill me", "she'll kill me", "he'll hurt me", "she'll hurt me"),
@@ -142,7 +144,8 @@ var builtin = map[string][]phrase{
 			"can't go on", "can't do this anymore", "can't take it anymore", "can't cope",
 			"having a breakdown", "mental breakdown", "nervous breakdown", "losing control",
 			"please help me", "help me please", "I need help now", "need help right now",
-			"I'm dying", "killing me"),
+			"I'm dying"),
+		weighted(weightWeak, "killing me"),
 	),
 }
 
@@ -167,12 +170,12 @@ var (
 	abusersNow = append([]string{"he's", "she's", "they're"}, suffix(abusers[3:], " is")...)
 )
 
-// idioms are figures of speech: a phrase matched wholly inside one does not
-// count, so "this traffic is killing me" and "dying to see you" stay
-// routine. A longer phrase around an idiom still counts ("my husband is
-// killing me" contains "is killing me").
+// idioms are figures of speech: a phrase that shares words with one does
+// not count, so "this traffic is killing me" and "I'm dying to see you" stay
+// routine. A longer phrase that holds a whole idiom still counts ("my
+// husband is killing me" holds "is killing me").
 var idioms = []string{
-	"is killing me", "are killing me", "it's killing me", "you're killing me",
+	"hit me up", "hits me up", "it hit me", "is killing me", "are killing me", "it's killing me", "you're killing me",
 	"killing me with", "killing it", "killed it", "kill time", "killing time",
 	"kill for a", "would kill for", "could kill for",
 	"dying to", "to die for", "died laughing", "dying laughing", "dying of laughter",
@@ -268,11 +271,12 @@ func NewTriage(urgentKeyword string, extra map[string][]string) (*Triage, error)
 // quoting an earlier message (starting with ">") are skipped: they repeat
 // what was already triaged, including our own acknowledgement. Any match
 // makes the verdict urgent: a missed unsafe message is the worst failure,
-// so doubt counts as urgent.
+// so doubt counts as urgent. Well-known figures of speech ("this traffic
+// is killing me", "dying to", "not urgent") do not count.
 func (t *Triage) Classify(subject, body string) Verdict {
 	text := " " + normalize(subject) + " " + blank + " " + normalize(unquote(body)) + " "
 
-	// Spans of figures of speech; a match wholly inside one does not count.
+	// Where the idioms (and keyword guards) occur in the text.
 	var figures [][2]int
 	for _, id := range t.idioms {
 		for off := 0; ; {
@@ -284,8 +288,16 @@ func (t *Triage) Classify(subject, body string) Verdict {
 			off += i + 1
 		}
 	}
+	// A match is figurative when it shares words with an idiom without
+	// holding all of it: "killing me" in "traffic is killing me", "I'm
+	// dying" in "I'm dying to tell you". Spans are padded with a space on
+	// each side, so neighbours share one; compare the words only.
 	figurative := func(start, end int) bool {
-		return slices.ContainsFunc(figures, func(f [2]int) bool { return f[0] <= start && end <= f[1] })
+		hs, he := start+1, end-1
+		return slices.ContainsFunc(figures, func(f [2]int) bool {
+			fs, fe := f[0]+1, f[1]-1
+			return hs < fe && fs < he && !(hs <= fs && fe <= he)
+		})
 	}
 
 	type hit struct {

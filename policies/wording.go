@@ -79,9 +79,9 @@ const (
 
 	smsUrgent = `{{with .FirstName}}{{.}}, if{{else}}If{{end}} you are in immediate danger, call {{.Emergency}} now. For crisis support right away: {{.CrisisLine}}. {{if .OnCallTold}}Your message has been passed to the clinician on call now. Please use those numbers whenever you need help.{{else}}I'll read your message {{.NextCheckin}}; if you need help before then, please use those numbers rather than wait for a reply here.{{end}} Thank you for reaching out.`
 
-	smsUnknown = `Thanks for your message. This number reaches {{.Therapist}}{{with .Practice}} at {{.}}{{end}}. Messages are read at set check-in times, so yours will be read {{.NextCheckin}}. If you're a client texting from a new number, please send your full name. If it can't wait: {{.CrisisLine}}, or {{.Emergency}} if you're in immediate danger.`
+	smsUnknown = `Thanks for your message. This number reaches {{.Therapist}}{{with .Practice}} at {{.}}{{end}}, who will read it {{.NextCheckin}}. If you're a client texting from a new number, please send your full name. If it can't wait: {{.CrisisLine}}, or {{.Emergency}} if you're in immediate danger.`
 
-	smsHelp = `This number is for messages to {{.Therapist}}{{with .Practice}} at {{.}}{{end}} between sessions. Messages are read at set check-in times; one sent now will be read {{.NextCheckin}}. If it can't wait: {{.CrisisLine}}, {{.Emergency}} if you're in immediate danger, or start a text with {{.UrgentKeyword}}. Reply STOP to stop texts.`
+	smsHelp = `This number takes messages for {{.Therapist}}{{with .Practice}} at {{.}}{{end}} between sessions. One sent now will be read {{.NextCheckin}}. If it can't wait: {{.CrisisLine}}, {{.Emergency}} if you're in immediate danger, or start a text with {{.UrgentKeyword}}. Reply STOP to stop texts.`
 
 	emailFirst = `{{with .FirstName}}Dear {{.}},{{else}}Hello,{{end}}
 
@@ -115,7 +115,7 @@ For crisis support at any hour, contact {{.CrisisLine}}.
 
 {{if .OnCallTold}}Your message has been passed to the clinician on call now. Please use the numbers above whenever you need help.{{else}}I will read your message {{.NextCheckin}}. If you need help before then, please use the numbers above rather than wait for a reply here.{{end}}
 
-Thank you for reaching out. Writing this took something, and you did the right thing.
+Thank you for reaching out. You did the right thing.
 
 {{.Therapist}}`
 
@@ -224,7 +224,8 @@ func NewWording(overrides map[string]map[AckKind]string) (*Wording, error) {
 }
 
 // Render fills the template for channel and kind, trimming surrounding
-// space. An empty p.NextCheckin is said as SpokenTime says a zero time
+// space and the doubled period of "a.m.." at the end of a sentence. An
+// empty p.NextCheckin is said as SpokenTime says a zero time
 // ("at the next check-in"), so the sentence still reads.
 func (w *Wording) Render(channel string, kind AckKind, p Placeholders) (string, error) {
 	byKind, ok := w.t[channel]
@@ -246,8 +247,13 @@ func execute(t *template.Template, p Placeholders) (string, error) {
 	if err := t.Execute(&b, p); err != nil {
 		return "", fmt.Errorf("wording: %s", strings.TrimPrefix(err.Error(), "template: "))
 	}
-	return strings.TrimSpace(b.String()), nil
+	return strings.TrimSpace(abbrevPeriod.Replace(b.String())), nil
 }
+
+// abbrevPeriod drops the doubled period when a sentence ends with a spoken
+// time ("I'll read it Monday at 9 a.m.."), so templates can end a sentence
+// with {{.NextCheckin}} naturally.
+var abbrevPeriod = strings.NewReplacer("a.m..", "a.m.", "p.m..", "p.m.")
 
 // sample is what validation renders with. Each placeholder that CARE.md
 // requires has a marker value, so the check sees the placeholder itself and
