@@ -93,12 +93,20 @@ func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
 
 // DigestState returns a digest's state: pending, sent or failed.
 func (s *Store) DigestState(ctx context.Context, id int64) (string, error) {
+	state, _, err := s.DigestStatus(ctx, id)
+	return state, err
+}
+
+// DigestStatus returns a digest's state and that of its outbox row
+// (pending, sending, sent or failed).
+func (s *Store) DigestStatus(ctx context.Context, id int64) (digest, outbox string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
-	var state string
-	err := s.db.QueryRowContext(ctx, `SELECT state FROM digests WHERE id = ?`, id).Scan(&state)
+	err = s.db.QueryRowContext(ctx, `
+		SELECT d.state, coalesce(o.state, '') FROM digests d LEFT JOIN outbox o ON o.digest_id = d.id AND o.kind = 'digest'
+		WHERE d.id = ?`, id).Scan(&digest, &outbox)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", ErrNotFound
+		return "", "", ErrNotFound
 	}
-	return state, err
+	return digest, outbox, err
 }

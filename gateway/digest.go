@@ -248,7 +248,8 @@ func loadDigest(ctx context.Context, tx *sql.Tx) (*digest, error) {
 		rows.Close()
 	}
 	rows, err = tx.QueryContext(ctx, `
-		SELECT o.kind, o.channel, coalesce(c.first_name, ''), o.created_at, o.error_code, o.error, o.delivery_status
+		SELECT o.kind, o.channel,
+			coalesce(nullif(c.first_name, ''), nullif(o.recipient_name, ''), 'client ' || o.client_id, ''), o.created_at, o.error_code, o.error, o.delivery_status
 		FROM outbox o LEFT JOIN clients c ON c.id = o.client_id
 		WHERE `+failedDeliveries+` ORDER BY o.id`)
 	if err != nil {
@@ -305,7 +306,13 @@ func digestFuncs(loc *time.Location) map[string]any {
 		"size":    humanSize,
 		"channel": func(c string) string { return map[string]string{"sms": "text", "email": "email"}[c] },
 		"indent": func(s string) string {
-			return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ")
+			lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+			for i, l := range lines {
+				if l != "" {
+					lines[i] = "    " + l
+				}
+			}
+			return strings.Join(lines, "\n")
 		},
 		"what": func(kind string) string {
 			return map[string]string{"ack": "acknowledgement", "ack_repeat": "brief acknowledgement",

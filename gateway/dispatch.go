@@ -221,6 +221,7 @@ func (d *Dispatcher) receive(ctx context.Context, tx *sql.Tx, now time.Time, in 
 	}
 
 	reply := replyTo(in, addr, c)
+	reply.messageID = r.MessageID
 	switch r.Action {
 	case ActionOptOut:
 		_, err = tx.ExecContext(ctx, `INSERT OR IGNORE INTO opt_outs (channel, address, created_at) VALUES (?, ?, ?)`,
@@ -321,7 +322,7 @@ func (d *Dispatcher) queueReply(ctx context.Context, tx *sql.Tx, now time.Time, 
 	}
 	_, err = insertOutbox(ctx, tx, now, outRow{
 		kind: outKind, channel: rp.channel, to: rp.to, toName: rp.name, subject: rp.subject, body: text,
-		inReplyTo: rp.inReplyTo, refs: rp.references, clientID: rp.clientID,
+		inReplyTo: rp.inReplyTo, refs: rp.references, clientID: rp.clientID, messageID: rp.messageID,
 	})
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -78,7 +79,7 @@ func newTestGateway(t testing.TB, repeat string) *testGateway {
 		Name: "Rivera Counselling", Therapist: "Dr. Maria Rivera", DigestTo: "therapist@example.org",
 		Location: newYork, CrisisLine: "988 (call or text)", Emergency: "911", UrgentKeyword: "URGENT",
 		PhoneRegion: "US",
-		OnCall: []OnCall{{Name: "Dr. Sam Okafor", Phone: "+15550100900", Email: "oncall@example.org", After: 10 * time.Minute}},
+		OnCall:      []OnCall{{Name: "Dr. Sam Okafor", Phone: "+15550100900", Email: "oncall@example.org", After: 10 * time.Minute}},
 	}
 	d := &Dispatcher{Store: s, Calendar: cal, Triage: triage, Wording: wording,
 		Ack: policies.AckPolicy{Repeat: repeat, BriefAfter: time.Hour}, Practice: p,
@@ -196,4 +197,23 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// latencies collects durations from parallel benchmark goroutines.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d []time.Duration) { l.mu.Lock(); l.d = append(l.d, d...); l.mu.Unlock() }
+
+// p returns the q-th quantile.
+func (l *latencies) p(q float64) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return 0
+	}
+	slices.Sort(l.d)
+	return l.d[min(len(l.d)-1, int(q*float64(len(l.d))))]
 }

@@ -127,7 +127,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	slots := make(chan struct{}, o.Concurrency)
-	done := make(chan struct{}, o.Concurrency)
+	done := make(chan struct{}, 1) // a send finished: a slot is free
 	for {
 		o.alive.Store(time.Now())
 		free := o.Concurrency - len(slots)
@@ -146,7 +146,13 @@ func (o *Outbox) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { <-slots; done <- struct{}{} }()
+				defer func() {
+					<-slots
+					select {
+					case done <- struct{}{}:
+					default:
+					}
+				}()
 				o.deliver(ctx, j)
 			}()
 		}
@@ -244,6 +250,9 @@ func (o *Outbox) deliver(ctx context.Context, j job) {
 		delay := backoff(j.attempts, o.BaseDelay, o.MaxDelay)
 		log.Warn("outbox retry", "err", err, "in", delay.Round(time.Millisecond))
 		err = o.Store.markRetry(rctx, j, delay, err)
+		// The row may have been claimed by Flush while Run waits on its
+		// lease: wake Run so it times the retry instead.
+		o.Kick()
 	}
 	if err != nil {
 		log.Error("outbox record failed", "outcome", outcome, "err", err)

@@ -276,8 +276,19 @@ func (m *Main) DigestNow(ctx context.Context) (id int64, sent bool, err error) {
 	if err := m.Outbox.Flush(ctx); err != nil {
 		return id, false, err
 	}
-	state, err := m.Store.DigestState(ctx, id)
-	return id, state == "sent", err
+	// A running worker may have taken the digest first: wait while it is
+	// in flight, not while a retry is scheduled.
+	for {
+		digest, row, err := m.Store.DigestStatus(ctx, id)
+		if err != nil || digest != "pending" || row != "sending" {
+			return id, digest == "sent", err
+		}
+		select {
+		case <-ctx.Done():
+			return id, false, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // health is what /healthz reports.

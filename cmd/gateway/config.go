@@ -222,7 +222,7 @@ func (c *Config) readSecrets(getenv func(string) string) []error {
 			return
 		}
 		if *val != "" {
-			errs = append(errs, fmt.Errorf("%s: set both directly and through %s_file; keep one", key, key))
+			errs = append(errs, fmt.Errorf("%s: set both directly (or with %s) and through %s_file; keep one", key, secretEnv[key], key))
 			return
 		}
 		b, err := os.ReadFile(file)
@@ -407,6 +407,9 @@ func (c *Config) Validate() error {
 				}
 			default:
 				bad(key+".security", "%q is not a choice; write \"tls\", \"starttls\" or \"none\"", s.Security)
+			}
+			if s.Username != "" && s.Password == "" {
+				bad(key+".password", "is empty while %s.username is set; set it with %s or %s.password_file", key, secretEnv[key+".password"], key)
 			}
 		}
 		checkServer("email.smtp", c.Email.SMTP)
