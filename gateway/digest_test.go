@@ -219,13 +219,15 @@ func BenchmarkReceive(b *testing.B) {
 func BenchmarkDigest10k(b *testing.B) {
 	tg := newTestGateway(b, "none")
 	ctx := context.Background()
+	round := 0
 	fill := func() {
+		round++
 		err := tg.store.tx(ctx, func(tx *sql.Tx, now time.Time) error {
 			for i := range 10000 {
 				_, err := tx.ExecContext(ctx, `
 					INSERT INTO messages (client_id, channel, provider_id, received_at, stored_at, body, state, action)
 					VALUES (?, 'sms', ?, ?, ?, ?, 'held', 'ack')`,
-					1+i%200, fmt.Sprintf("B%d-%d", b.N, i), fmtTime(now), fmtTime(now),
+					1+i%200, fmt.Sprintf("B%d-%d", round, i), fmtTime(now), fmtTime(now),
 					strings.Repeat("a realistic message of some length ", 8))
 				if err != nil {
 					return err

@@ -119,8 +119,13 @@ func (d *Dispatcher) Receive(ctx context.Context, in envelope.Inbound) (Result, 
 		}
 		d.Metrics.observeReceived(in.Channel, res.Action, time.Since(start))
 	}
-	d.Logger.Info("message received", "channel", in.Channel, "provider_id", in.ProviderID,
-		"msg_id", res.MessageID, "client_id", res.ClientID, "action", res.Action,
+	log := d.Logger
+	if in.Channel == envelope.SMS {
+		// A Twilio SID is opaque; an email Message-ID can carry a host or
+		// personal name, so it stays out of the logs.
+		log = log.With("provider_id", in.ProviderID)
+	}
+	log.Info("message received", "channel", in.Channel, "msg_id", res.MessageID, "client_id", res.ClientID, "action", res.Action,
 		"alert_id", res.AlertID, "duplicate", res.Duplicate)
 	return res, nil
 }

@@ -532,7 +532,7 @@ func TestStoryLogsNoClientContent(t *testing.T) {
 	if len(tm.logRecords(t)) == 0 {
 		t.Fatal("the gateway logged nothing; the checks below would prove nothing")
 	}
-	tm.waitLog(t, map[string]string{"msg": "outbox retry", "kind": "ack"})
+	tm.waitLog(t, map[string]string{"msg": "outbox retry", "channel": "sms"}) // whichever text met the 503
 	tm.assertLogClean(t, "a client's phone number", []string{clientPhone, clientPhoneAsIs, clientPhoneLocal, "010-0123"})
 	tm.assertLogClean(t, "a client's email address", []string{emailerAddr, "P.Vantongeren@Example.org", "vantongeren"})
 	tm.assertLogClean(t, "a client's name", []string{clientFirstName, emailerDisplay, "Peregrine"})
