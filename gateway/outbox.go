@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/therapistinbox/gateway/gateway/envelope"
@@ -76,7 +77,7 @@ type Outbox struct {
 
 	kick     chan struct{}
 	kickOnce sync.Once
-	alive    atomicTime
+	alive    atomic.Int64 // unix nanoseconds of the loop's last turn
 }
 
 func (o *Outbox) init() {
@@ -111,7 +112,12 @@ func (o *Outbox) Kick() {
 }
 
 // Alive returns when the worker loop last turned (zero before it started).
-func (o *Outbox) Alive() time.Time { return o.alive.Load() }
+func (o *Outbox) Alive() time.Time {
+	if n := o.alive.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
 
 // job is a claimed row on its way to a sender.
 type job struct {
@@ -129,7 +135,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	slots := make(chan struct{}, o.Concurrency)
 	done := make(chan struct{}, 1) // a send finished: a slot is free
 	for {
-		o.alive.Store(time.Now())
+		o.alive.Store(time.Now().UnixNano())
 		free := o.Concurrency - len(slots)
 		var jobs []job
 		var wait time.Duration = idleWait
@@ -366,15 +372,6 @@ func (s *Store) markRetry(ctx context.Context, j job, delay time.Duration, cause
 		return nil
 	})
 }
-
-// atomicTime is a time.Time safe for concurrent use.
-type atomicTime struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (a *atomicTime) Store(t time.Time) { a.mu.Lock(); a.t = t; a.mu.Unlock() }
-func (a *atomicTime) Load() time.Time   { a.mu.Lock(); defer a.mu.Unlock(); return a.t }
 
 // Flush delivers every row due now and returns when none is left, for
 // one-shot commands such as "gateway digest --now". Rows that fail

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,7 +61,7 @@ type Main struct {
 	started  time.Time
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
-	runnerUp chanFlag
+	runnerUp atomic.Bool
 }
 
 // newLogger is the daemon's logger: JSON lines on w. Nothing logged
@@ -211,8 +212,8 @@ func (m *Main) Start(ctx context.Context) {
 	}()
 	go func() {
 		defer m.wg.Done()
-		m.runnerUp.set(true)
-		defer m.runnerUp.set(false)
+		m.runnerUp.Store(true)
+		defer m.runnerUp.Store(false)
 		if err := m.Runner.Run(ctx); err != nil {
 			m.Logger.Error("check-in runner stopped", "err", err)
 		}
@@ -309,7 +310,7 @@ func (m *Main) healthz(w http.ResponseWriter, r *http.Request) {
 	if alive := m.Outbox.Alive(); time.Since(alive) > 10*time.Minute {
 		h.Status, h.Outbox = "fail", "stalled"
 	}
-	if !m.runnerUp.get() {
+	if !m.runnerUp.Load() {
 		h.Status, h.Checkins = "fail", "stopped"
 	}
 	if t, err := m.Store.LastCheckin(r.Context()); err == nil {
@@ -322,15 +323,6 @@ func (m *Main) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	json.NewEncoder(w).Encode(h)
 }
-
-// chanFlag is a bool safe for concurrent use.
-type chanFlag struct {
-	mu sync.Mutex
-	v  bool
-}
-
-func (f *chanFlag) set(v bool) { f.mu.Lock(); f.v = v; f.mu.Unlock() }
-func (f *chanFlag) get() bool  { f.mu.Lock(); defer f.mu.Unlock(); return f.v }
 
 // tlsRoots is a TLS config trusting roots, or nil for the system's.
 func tlsRoots(roots *x509.CertPool) *tls.Config {
