@@ -150,3 +150,17 @@ func IsPermanent(err error) bool {
 	var pe *PermanentError
 	return errors.As(err, &pe)
 }
+
+// Status is a provider's delivery report for an outbound message, such as
+// a Twilio status callback.
+type Status struct {
+	Channel    Channel
+	ProviderID ProviderID // the id Send returned
+	State      string     // Twilio's MessageStatus: queued, sent, delivered, undelivered, failed, ...
+	ErrorCode  string     // provider's error code for failed and undelivered; "" otherwise
+}
+
+// StatusHandler records delivery reports.
+type StatusHandler interface {
+	HandleStatus(ctx context.Context, s Status) error
+}
