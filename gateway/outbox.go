@@ -357,6 +357,14 @@ func (s *Store) markFailed(ctx context.Context, j job, code, reason string) erro
 				return err
 			}
 		}
+		if j.m.Channel == envelope.SMS && code == optOutCode {
+			// Twilio holds an opt-out we never saw (e.g. STOP sent while
+			// we were down): record it so nothing else is tried.
+			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO opt_outs (channel, address, created_at) VALUES (?, ?, ?)`,
+				j.m.Channel, j.m.To, fmtTime(now)); err != nil {
+				return fmt.Errorf("outbox: opt-out: %w", err)
+			}
+		}
 		return audit(ctx, tx, now, "outbox:failed", auditIDs{client: j.m.ClientID, outbox: j.m.ID})
 	})
 }
