@@ -30,6 +30,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdout io.Wri
 	"digest":  cmdDigest,
 	"demo":    cmdDemo,
 	"version": cmdVersion,
+	"load":    cmdLoad,
 }
 
 func main() {
