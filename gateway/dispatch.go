@@ -130,6 +130,29 @@ func (d *Dispatcher) Receive(ctx context.Context, in envelope.Inbound) (Result, 
 	return res, nil
 }
 
+// Lookup returns what the dispatcher did with the message a channel knows
+// by providerID, or ErrNotFound.
+func (s *Store) Lookup(ctx context.Context, ch envelope.Channel, providerID envelope.ProviderID) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	return lookup(ctx, s.db, ch, providerID)
+}
+
+func lookup(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, ch envelope.Channel, providerID envelope.ProviderID) (Result, error) {
+	var r Result
+	err := q.QueryRowContext(ctx, `
+		SELECT m.id, m.client_id, m.action, m.urgent, coalesce(a.id, 0)
+		FROM messages m LEFT JOIN alerts a ON a.message_id = m.id
+		WHERE m.channel = ? AND m.provider_id = ?`,
+		ch, providerID).Scan(&r.MessageID, &r.ClientID, &r.Action, &r.Urgent, &r.AlertID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, ErrNotFound
+	}
+	return r, err
+}
+
 // client is a client as the dispatcher needs it.
 type client struct {
 	id        int64
@@ -139,17 +162,12 @@ type client struct {
 }
 
 func (d *Dispatcher) receive(ctx context.Context, tx *sql.Tx, now time.Time, in envelope.Inbound, addr string, verdict policies.Verdict, keyword policies.Keyword) (Result, error) {
-	var r Result
-	err := tx.QueryRowContext(ctx, `
-		SELECT m.id, m.client_id, m.action, m.urgent, coalesce(a.id, 0)
-		FROM messages m LEFT JOIN alerts a ON a.message_id = m.id
-		WHERE m.channel = ? AND m.provider_id = ?`,
-		in.Channel, in.ProviderID).Scan(&r.MessageID, &r.ClientID, &r.Action, &r.Urgent, &r.AlertID)
+	r, err := lookup(ctx, tx, in.Channel, in.ProviderID)
 	if err == nil {
 		r.Duplicate = true
 		return r, nil
 	}
-	if !errors.Is(err, sql.ErrNoRows) {
+	if !errors.Is(err, ErrNotFound) {
 		return r, fmt.Errorf("dispatch: dedupe: %w", err)
 	}
 

@@ -29,9 +29,10 @@ import (
 
 // The gateway talks to the channels through these interfaces only.
 var (
-	_ envelope.Sender  = (*sms.Sender)(nil)
-	_ envelope.Sender  = (*email.Sender)(nil)
-	_ envelope.Handler = (*gateway.Dispatcher)(nil)
+	_ envelope.Sender        = (*sms.Sender)(nil)
+	_ envelope.Sender        = (*email.Sender)(nil)
+	_ envelope.Handler       = (*gateway.Dispatcher)(nil)
+	_ envelope.StatusHandler = (*gateway.StatusRecorder)(nil)
 )
 
 // Shutdown budgets.
@@ -126,6 +127,18 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 
 	mux := http.NewServeMux()
+	if c.SMS.Enabled {
+		wh, err := sms.NewWebhook(sms.WebhookConfig{
+			AuthToken: c.SMS.AuthToken, AccountSID: c.SMS.AccountSID, PublicURL: c.HTTP.PublicURL,
+			Logger: m.Logger.With("component", "twilio"),
+		}, m.Dispatcher, &gateway.StatusRecorder{Store: m.Store, Metrics: metrics})
+		if err != nil {
+			m.Store.Close()
+			return fmt.Errorf("config: sms: %w", err)
+		}
+		mux.Handle("POST /twilio/sms", wh.Inbound())
+		mux.Handle("POST /twilio/status", wh.Status())
+	}
 	mux.HandleFunc("GET /healthz", m.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	m.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,

@@ -7,6 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +34,19 @@ const (
 	demoAccountSID = "AC0123456789abcdef0123456789abcdef"
 	demoAuthToken  = "0123456789abcdef0123456789abcdef"
 )
+
+// demoConfigFor fills the embedded demo config with the stand-ins'
+// addresses and the demo's fictional Twilio token.
+func demoConfigFor(listen, smtpAddr, twilioURL, db string) (*Config, error) {
+	text := strings.NewReplacer("{{LISTEN}}", listen, "{{SMTP}}", smtpAddr, "{{TWILIO}}", twilioURL,
+		"{{DB}}", db, "{{SID}}", demoAccountSID).Replace(demoConfig)
+	return ParseConfig(text, func(k string) string {
+		if k == "GATEWAY_TWILIO_AUTH_TOKEN" {
+			return demoAuthToken
+		}
+		return ""
+	})
+}
 
 // demoStep is one message a client sends in the demo story.
 type demoStep struct {
@@ -73,14 +89,11 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	twilio := twiliotest.Start(demoAccountSID)
 	defer twilio.Close()
 
-	text := strings.NewReplacer("{{SMTP}}", smtpSrv.Addr, "{{TWILIO}}", twilio.URL,
-		"{{DB}}", filepath.Join(dir, "gateway.db"), "{{SID}}", demoAccountSID).Replace(demoConfig)
-	cfg, err := ParseConfig(text, func(k string) string {
-		if k == "GATEWAY_TWILIO_AUTH_TOKEN" {
-			return demoAuthToken
-		}
-		return ""
-	})
+	listen, err := freeLoopbackAddr()
+	if err != nil {
+		return err
+	}
+	cfg, err := demoConfigFor(listen, smtpSrv.Addr, twilio.URL, filepath.Join(dir, "gateway.db"))
 	if err != nil {
 		return fmt.Errorf("demo: config: %w", err)
 	}
@@ -99,9 +112,20 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "Loopback stand-ins: Twilio API at %s, SMTP at %s.\n\n", twilio.URL, smtpSrv.Addr)
 	for i, step := range demoStory {
 		in := step.in
-		in.ProviderID = envelope.ProviderID(fmt.Sprintf("demo-%d-%d", i, time.Now().UnixNano()))
 		in.ReceivedAt = time.Now()
-		res, err := m.Dispatcher.Receive(ctx, in)
+		var err error
+		if in.Channel == envelope.SMS {
+			// Texts go the whole way: a signed webhook to our own server.
+			in.ProviderID, err = postWebhook(ctx, cfg, i, in)
+		} else {
+			// Until the IMAP watcher lands, email enters at the dispatcher.
+			in.ProviderID = envelope.ProviderID(fmt.Sprintf("demo-%d-%d@example.org", i, time.Now().UnixNano()))
+			_, err = m.Dispatcher.Receive(ctx, in)
+		}
+		if err != nil {
+			return err
+		}
+		res, err := m.Store.Lookup(ctx, in.Channel, in.ProviderID)
 		if err != nil {
 			return err
 		}
@@ -153,6 +177,41 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// postWebhook sends in as Twilio would: a signed form post to the
+// gateway's /twilio/sms. It returns the MessageSid it used.
+func postWebhook(ctx context.Context, cfg *Config, i int, in envelope.Inbound) (envelope.ProviderID, error) {
+	sid := fmt.Sprintf("SM%016x%016x", time.Now().UnixNano(), i)
+	form := url.Values{"AccountSid": {cfg.SMS.AccountSID}, "MessageSid": {sid}, "From": {in.From},
+		"To": {cfg.SMS.From}, "Body": {in.Text}, "NumMedia": {"0"}}
+	u := strings.TrimRight(cfg.HTTP.PublicURL, "/") + "/twilio/sms"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Twilio-Signature", twilioSignature(cfg.SMS.AuthToken, u, form))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("demo: webhook: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("demo: webhook answered %s", resp.Status)
+	}
+	return envelope.ProviderID(sid), nil
+}
+
+// freeLoopbackAddr finds a free port on 127.0.0.1, so the demo knows its
+// public URL (Twilio signs it) before the gateway listens.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 func describe(action string) string {
