@@ -59,9 +59,27 @@ func printCheck(w io.Writer, cfg *Config, now time.Time) error {
 				return fmt.Errorf("wording.%s.%s: %w", ch, k, err)
 			}
 			fmt.Fprintf(w, "\n--- %s %s ---\n%s\n", ch, k, text)
+			if ch != "sms" {
+				continue
+			}
+			if n, enc := policies.Segments(text); n > maxAckSegments {
+				fmt.Fprintf(w, "warning: wording.sms.%s is %d SMS segments (%s); keep texts to %d: shorten it%s\n",
+					k, n, enc, maxAckSegments, ucs2Hint(enc))
+			}
 		}
 	}
 	return nil
+}
+
+// maxAckSegments is the most SMS segments an acknowledgement should take
+// (CARE.md: short beats complete on SMS).
+const maxAckSegments = 2
+
+func ucs2Hint(encoding string) string {
+	if encoding == policies.EncodingUCS2 {
+		return ", and replace curly quotes, dashes and emoji, which switch the whole text to UCS-2 (70 characters a segment)"
+	}
+	return ""
 }
 
 func redacted(s string) string {

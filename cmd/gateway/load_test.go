@@ -35,3 +35,21 @@ func TestLoadRefusesNonLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckWarnsAboutLongSMSWording(t *testing.T) {
+	cfg, err := demoConfigFor("127.0.0.1:8080", "127.0.0.1:2525", "http://127.0.0.1:4010", t.TempDir()+"/g.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	printCheck(&b, cfg, time.Date(2026, 11, 16, 14, 0, 0, 0, time.UTC))
+	if strings.Contains(b.String(), "warning:") {
+		t.Fatalf("default wording warned:\n%s", b.String())
+	}
+	cfg.Wording = map[string]WordingConfig{"sms": {Repeat: "Got it \u2019" + strings.Repeat(" still {{.NextCheckin}}", 8)}}
+	b.Reset()
+	printCheck(&b, cfg, time.Date(2026, 11, 16, 14, 0, 0, 0, time.UTC))
+	if !strings.Contains(b.String(), "warning: wording.sms.repeat is") || !strings.Contains(b.String(), "UCS-2") {
+		t.Fatalf("long UCS-2 wording not warned about:\n%s", b.String())
+	}
+}
