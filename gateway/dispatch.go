@@ -105,7 +105,7 @@ func (d *Dispatcher) Receive(ctx context.Context, in envelope.Inbound) (Result, 
 	}
 	start := time.Now()
 	var res Result
-	err := d.Store.tx(ctx, func(tx *sql.Tx, now time.Time) error {
+	err := d.Store.batchTx(ctx, func(tx *sql.Tx, now time.Time) error {
 		var err error
 		res, err = d.receive(ctx, tx, now, in, addr, verdict, keyword)
 		return err

@@ -322,7 +322,7 @@ func (s *Store) OptedOut(ctx context.Context, ch envelope.Channel, address strin
 }
 
 func (s *Store) markSent(ctx context.Context, j job, pid envelope.ProviderID) error {
-	return s.tx(ctx, func(tx *sql.Tx, now time.Time) error {
+	return s.batchTx(ctx, func(tx *sql.Tx, now time.Time) error {
 		res, err := tx.ExecContext(ctx, `
 			UPDATE outbox SET state = 'sent', sent_at = ?, provider_id = ?, error_code = '', error = ''
 			WHERE id = ? AND state = 'sending'`, fmtTime(now), string(pid), j.m.ID)
@@ -342,7 +342,7 @@ func (s *Store) markSent(ctx context.Context, j job, pid envelope.ProviderID) er
 }
 
 func (s *Store) markFailed(ctx context.Context, j job, code, reason string) error {
-	return s.tx(ctx, func(tx *sql.Tx, now time.Time) error {
+	return s.batchTx(ctx, func(tx *sql.Tx, now time.Time) error {
 		res, err := tx.ExecContext(ctx, `
 			UPDATE outbox SET state = 'failed', error_code = ?, error = ? WHERE id = ? AND state = 'sending'`,
 			code, reason, j.m.ID)
@@ -370,7 +370,7 @@ func (s *Store) markFailed(ctx context.Context, j job, code, reason string) erro
 }
 
 func (s *Store) markRetry(ctx context.Context, j job, delay time.Duration, cause error) error {
-	return s.tx(ctx, func(tx *sql.Tx, now time.Time) error {
+	return s.batchTx(ctx, func(tx *sql.Tx, now time.Time) error {
 		_, err := tx.ExecContext(ctx, `
 			UPDATE outbox SET state = 'pending', next_attempt_at = ?, error = ? WHERE id = ? AND state = 'sending'`,
 			fmtTime(now.Add(delay)), cause.Error(), j.m.ID)

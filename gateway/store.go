@@ -44,6 +44,8 @@ type Store struct {
 	// Now returns the current time; tests pin it. It is read once per
 	// transaction.
 	Now func() time.Time
+
+	batch batcher
 }
 
 // Open opens (creating it 0600 if needed) the database at path and applies
