@@ -128,26 +128,49 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 		serviceSID: cfg.MessagingServiceSID,
 		callback:   cfg.StatusCallback,
 		apiBase:    base,
-		timeout:    DefaultTimeout,
 	}
-	if cfg.HTTPClient != nil {
-		s.hc = *cfg.HTTPClient
-	}
-	if s.hc.Timeout > 0 {
-		s.timeout = s.hc.Timeout
-	}
-	// The timeout is applied through the per-send context instead, so
-	// that the context the transport attaches carries it (see Send).
-	s.hc.Timeout = 0
-	if s.hc.CheckRedirect == nil {
-		// Like twilio-go's default client: never follow redirects.
-		s.hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	}
-	s.base = s.hc.Transport
-	if s.base == nil {
-		s.base = http.DefaultTransport
-	}
+	s.hc, s.base, s.timeout = httpSetup(cfg.HTTPClient)
 	return s, nil
+}
+
+// httpSetup prepares a configured (optional) HTTP client for the
+// per-call twilio-go clients of this package. It returns the client to
+// copy for each call, the transport requests finally go through, and the
+// time one call may take: cfg's Timeout, or DefaultTimeout when zero. The
+// returned client has no Timeout: callers apply it through the context
+// the callTransport attaches instead. Redirects are not followed unless
+// cfg sets CheckRedirect.
+func httpSetup(cfg *http.Client) (hc http.Client, base http.RoundTripper, timeout time.Duration) {
+	timeout = DefaultTimeout
+	if cfg != nil {
+		hc = *cfg
+	}
+	if hc.Timeout > 0 {
+		timeout = hc.Timeout
+	}
+	hc.Timeout = 0
+	if hc.CheckRedirect == nil {
+		// Like twilio-go's default client: never follow redirects.
+		hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	}
+	base = hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return hc, base, timeout
+}
+
+// messagesAPI returns a twilio-go client for one call whose requests all
+// go through rt (which attaches the call's context and the API base).
+// twilio-go takes no context, hence one client per call.
+func messagesAPI(hc http.Client, rt *callTransport, accountSID, authToken string) *api.ApiService {
+	hc.Transport = rt
+	c := &client.Client{Credentials: client.NewCredentials(accountSID, authToken), HTTPClient: &hc}
+	c.SetAccountSid(accountSID) // required when passing our own client, or the path has no SID
+	// A bare RequestHandler (not client.NewRequestHandler) ignores the
+	// TWILIO_EDGE and TWILIO_REGION variables, so the host is always
+	// api.twilio.com unless the API base says otherwise.
+	return api.NewApiService(&client.RequestHandler{Client: c})
 }
 
 // parseAPIBase accepts only http(s) URLs on a loopback host, with no path,
@@ -192,14 +215,7 @@ func (s *Sender) Send(ctx context.Context, m envelope.Outbound) (envelope.Provid
 	defer cancel()
 	rt := &callTransport{ctx: cctx, base: s.base, apiBase: s.apiBase}
 	defer rt.closeBodies()
-	hc := s.hc
-	hc.Transport = rt
-	c := &client.Client{Credentials: client.NewCredentials(s.accountSID, s.authToken), HTTPClient: &hc}
-	c.SetAccountSid(s.accountSID) // required when passing our own client, or the path has no SID
-	// A bare RequestHandler (not client.NewRequestHandler) ignores the
-	// TWILIO_EDGE and TWILIO_REGION variables, so the host is always
-	// api.twilio.com unless APIBase says otherwise.
-	svc := api.NewApiService(&client.RequestHandler{Client: c})
+	svc := messagesAPI(s.hc, rt, s.accountSID, s.authToken)
 
 	p := &api.CreateMessageParams{}
 	p.SetTo(m.To).SetBody(m.Text)

@@ -56,6 +56,7 @@ type Main struct {
 	Outbox     *gateway.Outbox
 	Digester   *gateway.Digester
 	Runner     *schedule.Runner
+	Reconciler *sms.Reconciler // nil when SMS is off
 
 	ln       net.Listener
 	http     *http.Server
@@ -138,6 +139,18 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 		mux.Handle("POST /twilio/sms", wh.Inbound())
 		mux.Handle("POST /twilio/status", wh.Status())
+		numbers := c.SMS.Numbers
+		if len(numbers) == 0 {
+			numbers = []string{c.SMS.From}
+		}
+		m.Reconciler, err = sms.NewReconciler(sms.ReconcilerConfig{
+			AccountSID: c.SMS.AccountSID, AuthToken: c.SMS.AuthToken, Numbers: numbers, APIBase: c.SMS.APIBase,
+			Every: c.SMS.ReconcileEvery, Logger: m.Logger.With("component", "reconcile"),
+		}, m.Dispatcher, m.Store)
+		if err != nil {
+			m.Store.Close()
+			return fmt.Errorf("config: sms: %w", err)
+		}
 	}
 	mux.HandleFunc("GET /healthz", m.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -235,6 +248,9 @@ func (m *Main) Start(ctx context.Context) {
 		defer m.wg.Done()
 		m.purgeLoop(ctx)
 	}()
+	if m.Reconciler != nil {
+		m.wg.Go(func() { m.Reconciler.Run(ctx) })
+	}
 }
 
 // purgeLoop deletes delivered messages past the retention period.

@@ -127,7 +127,12 @@ type SMSConfig struct {
 	AuthTokenFile       string `toml:"auth_token_file"`
 	From                string `toml:"from"`
 	MessagingServiceSID string `toml:"messaging_service_sid"`
-	APIBase             string `toml:"api_base"` // loopback stand-ins only
+	// Numbers lists the practice numbers whose inbound messages are
+	// reconciled (default: From); give every number of a Messaging
+	// Service pool.
+	Numbers        []string      `toml:"numbers"`
+	ReconcileEvery time.Duration `toml:"reconcile_every"`
+	APIBase        string        `toml:"api_base"` // loopback stand-ins only
 }
 
 // EmailConfig is the mail channel.
@@ -389,6 +394,17 @@ func (c *Config) Validate() error {
 		}
 		if c.HTTP.PublicURL == "" {
 			bad("http.public_url", "is empty; Twilio signs webhooks with it: write the public https address of this gateway")
+		}
+		if c.SMS.MessagingServiceSID != "" && c.SMS.From == "" && len(c.SMS.Numbers) == 0 {
+			bad("sms.numbers", "is empty; list the Messaging Service's numbers so messages missed while down are found")
+		}
+		for i, n := range c.SMS.Numbers {
+			if _, err := gateway.NormalizePhone(n, "US"); err != nil || !strings.HasPrefix(n, "+") {
+				bad(fmt.Sprintf("sms.numbers[%d]", i), "%q is not an E.164 number; write it like \"+15550100000\"", n)
+			}
+		}
+		if c.SMS.ReconcileEvery < 0 || (c.SMS.ReconcileEvery > 0 && c.SMS.ReconcileEvery < time.Minute) {
+			bad("sms.reconcile_every", "%v is too often; write at least \"1m\" (default \"5m\")", c.SMS.ReconcileEvery)
 		}
 	}
 	if c.Email.Enabled || c.Practice.DigestTo != "" {
