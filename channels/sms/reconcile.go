@@ -358,20 +358,7 @@ func listError(ctx, lctx context.Context, status int, err error) error {
 		}
 		return fmt.Errorf("list messages: twilio status %d code %d: %s", st, tre.Code, reason)
 	}
-	switch {
-	case ctx.Err() != nil:
-		return fmt.Errorf("list messages: %w", ctx.Err())
-	case lctx.Err() != nil:
-		return fmt.Errorf("list messages: no answer in time: %w", lctx.Err())
-	case status != 0:
-		return fmt.Errorf("list messages: http status %d: unreadable answer", status)
-	}
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		// The inner error names the host and port at most.
-		return fmt.Errorf("list messages: %w", ue.Err)
-	}
-	return errors.New("list messages: request failed")
+	return transportError("list messages", ctx, lctx, status, err)
 }
 
 // inboundFromList maps a listed message. The media URLs need a call per

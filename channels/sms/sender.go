@@ -259,21 +259,29 @@ func (s *Sender) mapError(ctx, cctx context.Context, status int, err error) erro
 			return fmt.Errorf("sms: send: twilio status %d code %d: unexpected error answer", st, tre.Code)
 		}
 	}
+	return transportError("sms: send", ctx, cctx, status, err)
+}
+
+// transportError describes a failure that is not a Twilio error answer
+// (network, timeout, a non-JSON body) without wrapping twilio-go's error.
+// All of these are transient. ctx is the caller's, cctx the call's own
+// deadline, status the last HTTP status seen (0 if none).
+func transportError(op string, ctx, cctx context.Context, status int, err error) error {
 	switch {
 	case ctx.Err() != nil:
-		return fmt.Errorf("sms: send: %w", ctx.Err())
+		return fmt.Errorf("%s: %w", op, ctx.Err())
 	case cctx.Err() != nil:
-		return fmt.Errorf("sms: send: no answer within %v: %w", s.timeout, cctx.Err())
+		return fmt.Errorf("%s: no answer in time: %w", op, cctx.Err())
 	case status != 0:
 		// A non-JSON body (a proxy's HTML 503) or an undecodable 2xx.
-		return fmt.Errorf("sms: send: http status %d: unreadable answer", status)
+		return fmt.Errorf("%s: http status %d: unreadable answer", op, status)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		// The inner error names the host and port at most.
-		return fmt.Errorf("sms: send: %w", ue.Err)
+		return fmt.Errorf("%s: %w", op, ue.Err)
 	}
-	return errors.New("sms: send: request failed")
+	return errors.New(op + ": request failed")
 }
 
 // permanentReason is a short reason for a Twilio error code that holds no
