@@ -70,6 +70,7 @@ func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
 		old := `SELECT id FROM messages WHERE state = 'delivered' AND received_at < ?1
 			AND id NOT IN (SELECT message_id FROM alerts WHERE acked_at IS NULL)`
 		for _, q := range []string{
+			`DELETE FROM early_reports WHERE received_at < ?1`, // reports for messages that are not ours
 			`DELETE FROM outbox WHERE state IN ('sent', 'failed') AND created_at < ?1 AND (message_id IS NULL OR message_id IN (` + old + `))`,
 			`DELETE FROM alerts WHERE message_id IN (` + old + `)`,
 		} {

@@ -337,6 +337,9 @@ func (s *Store) markSent(ctx context.Context, j job, pid envelope.ProviderID) er
 				return err
 			}
 		}
+		if err := applyEarlyReports(ctx, tx, now, j.m.Channel, pid); err != nil {
+			return err
+		}
 		return audit(ctx, tx, now, "outbox:sent", auditIDs{client: j.m.ClientID, outbox: j.m.ID})
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/therapistinbox/gateway/gateway/envelope"
@@ -35,55 +36,100 @@ type StatusRecorder struct {
 // brings its alert's next escalation step forward to now. Reports for
 // unknown messages (sent by another system) are ignored.
 func (r *StatusRecorder) HandleStatus(ctx context.Context, s envelope.Status) error {
-	rank, ok := statusRank[s.State]
-	if !ok {
+	if _, ok := statusRank[s.State]; !ok {
 		return nil // a state we do not track (e.g. receiving)
 	}
 	var failed bool
 	var o envelope.Outbound
 	err := r.Store.tx(ctx, func(tx *sql.Tx, now time.Time) error {
-		var current string
-		var alertID sql.NullInt64
-		err := tx.QueryRowContext(ctx, `
-			SELECT id, kind, channel, recipient, delivery_status, alert_id FROM outbox
-			WHERE provider_id = ? AND channel = ?`, string(s.ProviderID), s.Channel).
-			Scan(&o.ID, &o.Kind, &o.Channel, &o.To, &current, &alertID)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
+		var err error
+		o, failed, err = applyStatus(ctx, tx, now, s)
+		if errors.Is(err, ErrNotFound) {
+			// Not ours, or not recorded yet: markSent applies it later.
+			_, err = tx.ExecContext(ctx, `
+				INSERT OR IGNORE INTO early_reports (channel, provider_id, state, error_code, received_at)
+				VALUES (?, ?, ?, ?, ?)`, s.Channel, string(s.ProviderID), s.State, s.ErrorCode, fmtTime(now))
 		}
-		if err != nil {
-			return fmt.Errorf("status: find: %w", err)
-		}
-		if statusRank[current] >= rank && current != "" {
-			return nil // old news
-		}
-		if _, err := tx.ExecContext(ctx, `
-			UPDATE outbox SET delivery_status = ?, error_code = CASE WHEN ? <> '' THEN ? ELSE error_code END WHERE id = ?`,
-			s.State, s.ErrorCode, s.ErrorCode, o.ID); err != nil {
-			return fmt.Errorf("status: update: %w", err)
-		}
-		failed = s.State == "failed" || s.State == "undelivered"
-		if !failed {
-			return nil
-		}
-		if s.ErrorCode == optOutCode {
-			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO opt_outs (channel, address, created_at) VALUES (?, ?, ?)`,
-				o.Channel, o.To, fmtTime(now)); err != nil {
-				return fmt.Errorf("status: opt-out: %w", err)
-			}
-		}
-		if o.Kind == envelope.KindOnCall || o.Kind == envelope.KindEscalation {
-			// Nobody can acknowledge a page that never arrived: escalate now.
-			if _, err := tx.ExecContext(ctx, `
-				UPDATE alerts SET next_escalation_at = ? WHERE id = ? AND acked_at IS NULL`,
-				fmtTime(now), alertID); err != nil {
-				return fmt.Errorf("status: escalate: %w", err)
-			}
-		}
-		return audit(ctx, tx, now, "outbox:undelivered", auditIDs{outbox: o.ID, alert: alertID.Int64})
+		return err
 	})
 	if err == nil && failed {
 		r.Metrics.observeFailed(o)
 	}
+	return err
+}
+
+// applyStatus records s on the outbox row it names and returns that row
+// and whether s reports a failure; ErrNotFound when no row has the id.
+func applyStatus(ctx context.Context, tx *sql.Tx, now time.Time, s envelope.Status) (envelope.Outbound, bool, error) {
+	var o envelope.Outbound
+	var current string
+	var alertID sql.NullInt64
+	err := tx.QueryRowContext(ctx, `
+		SELECT id, kind, channel, recipient, delivery_status, alert_id FROM outbox
+		WHERE provider_id = ? AND channel = ?`, string(s.ProviderID), s.Channel).
+		Scan(&o.ID, &o.Kind, &o.Channel, &o.To, &current, &alertID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return o, false, ErrNotFound
+	}
+	if err != nil {
+		return o, false, fmt.Errorf("status: find: %w", err)
+	}
+	if current != "" && statusRank[current] >= statusRank[s.State] {
+		return o, false, nil // old news
+	}
+	if _, err := tx.ExecContext(ctx, `
+		UPDATE outbox SET delivery_status = ?, error_code = CASE WHEN ? <> '' THEN ? ELSE error_code END WHERE id = ?`,
+		s.State, s.ErrorCode, s.ErrorCode, o.ID); err != nil {
+		return o, false, fmt.Errorf("status: update: %w", err)
+	}
+	if s.State != "failed" && s.State != "undelivered" {
+		return o, false, nil
+	}
+	if s.ErrorCode == optOutCode {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO opt_outs (channel, address, created_at) VALUES (?, ?, ?)`,
+			o.Channel, o.To, fmtTime(now)); err != nil {
+			return o, true, fmt.Errorf("status: opt-out: %w", err)
+		}
+	}
+	if o.Kind == envelope.KindOnCall || o.Kind == envelope.KindEscalation {
+		// Nobody can acknowledge a page that never arrived: escalate now.
+		if _, err := tx.ExecContext(ctx, `
+			UPDATE alerts SET next_escalation_at = ? WHERE id = ? AND acked_at IS NULL`,
+			fmtTime(now), alertID); err != nil {
+			return o, true, fmt.Errorf("status: escalate: %w", err)
+		}
+	}
+	return o, true, audit(ctx, tx, now, "outbox:undelivered", auditIDs{outbox: o.ID, alert: alertID.Int64})
+}
+
+// applyEarlyReports applies delivery reports that arrived before the
+// provider id was recorded.
+func applyEarlyReports(ctx context.Context, tx *sql.Tx, now time.Time, ch envelope.Channel, pid envelope.ProviderID) error {
+	rows, err := tx.QueryContext(ctx, `
+		SELECT state, error_code FROM early_reports WHERE channel = ? AND provider_id = ?`, ch, string(pid))
+	if err != nil {
+		return fmt.Errorf("status: early reports: %w", err)
+	}
+	var reports []envelope.Status
+	for rows.Next() {
+		st := envelope.Status{Channel: ch, ProviderID: pid}
+		if err := rows.Scan(&st.State, &st.ErrorCode); err != nil {
+			rows.Close()
+			return fmt.Errorf("status: early reports: %w", err)
+		}
+		reports = append(reports, st)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(reports) == 0 {
+		return err
+	}
+	// Apply in rank order, as if they had come after the commit.
+	slices.SortFunc(reports, func(a, b envelope.Status) int { return statusRank[a.State] - statusRank[b.State] })
+	for _, st := range reports {
+		if _, _, err := applyStatus(ctx, tx, now, st); err != nil {
+			return err
+		}
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM early_reports WHERE channel = ? AND provider_id = ?`, ch, string(pid))
 	return err
 }

@@ -105,3 +105,39 @@ func TestUnsubscribedRecipientRecordedAsOptedOut(t *testing.T) {
 		t.Fatal("21610 from the API did not record an opt-out")
 	}
 }
+
+func TestStatusBeforeSIDRecordedIsKept(t *testing.T) {
+	s := mustOpenStore(t)
+	ctx := context.Background()
+	// Twilio fails the message and calls back before our outbox records
+	// the SID it was given.
+	rec := &StatusRecorder{Store: s}
+	for _, st := range []string{"failed", "sent"} {
+		if err := rec.HandleStatus(ctx, envelope.Status{Channel: envelope.SMS, ProviderID: "SMfast", State: st, ErrorCode: map[bool]string{true: "30006"}[st == "failed"]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := queue(t, s, ackRow)
+	f := &fakeSender{}
+	o := newOutbox(s, map[envelope.Channel]envelope.Sender{envelope.SMS: sidSender{f, "SMfast"}})
+	if err := o.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if status, code := deliveryStatus(t, s, id); status != "failed" || code != "30006" {
+		t.Fatalf("status %q code %q, want the early failed report applied", status, code)
+	}
+	if n := count(t, s, `SELECT count(*) FROM early_reports`); n != 0 {
+		t.Fatalf("%d early reports left", n)
+	}
+}
+
+// sidSender sends through f but answers with a fixed provider id.
+type sidSender struct {
+	f   *fakeSender
+	sid envelope.ProviderID
+}
+
+func (s sidSender) Send(ctx context.Context, m envelope.Outbound) (envelope.ProviderID, error) {
+	_, err := s.f.Send(ctx, m)
+	return s.sid, err
+}
