@@ -220,6 +220,19 @@ func (tm *testMain) waitSMS(t *testing.T, n int) []twiliotest.Message {
 	return msgs
 }
 
+// checkInDigest runs a check-in by hand, waits until the mail server
+// holds mails in all, and returns the one digest sent to the therapist.
+func (tm *testMain) checkInDigest(t *testing.T, mails int) (subject, text string) {
+	t.Helper()
+	id, _ := tm.digestNow(t)
+	tm.waitDigestState(t, id, "sent")
+	digests := mailsTo(tm.waitMail(t, mails), therapistTo)
+	if len(digests) != 1 {
+		t.Fatalf("digests: %d, want 1", len(digests))
+	}
+	return readMail(t, digests[0])
+}
+
 // waitMail waits until the SMTP stand-in has accepted n mails.
 func (tm *testMain) waitMail(t *testing.T, n int) []mailtest.Message {
 	t.Helper()
@@ -503,13 +516,7 @@ func TestStoryLogsNoClientContent(t *testing.T) {
 	}
 
 	// The check-in: one digest to the therapist with all four messages.
-	id, _ := tm.digestNow(t)
-	tm.waitDigestState(t, id, "sent")
-	digests := mailsTo(tm.waitMail(t, 3), therapistTo)
-	if len(digests) != 1 {
-		t.Fatalf("digests: %d, want 1", len(digests))
-	}
-	subj, body := readMail(t, digests[0])
+	subj, body := tm.checkInDigest(t, 3)
 	if want := "Check-in: 4 messages from 2 clients, 1 urgent"; subj != want {
 		t.Errorf("digest subject = %q, want %q", subj, want)
 	}

@@ -74,13 +74,7 @@ func TestSMSStoryThroughServe(t *testing.T) {
 		t.Fatalf("reconciled message: %+v, %v", r, err)
 	}
 
-	id, _ := tm.digestNow(t)
-	tm.waitDigestState(t, id, "sent")
-	digests := mailsTo(tm.waitMail(t, 1), therapistTo)
-	if len(digests) != 1 {
-		t.Fatalf("%d digests", len(digests))
-	}
-	subject, body := readMail(t, digests[0])
+	subject, body := tm.checkInDigest(t, 1)
 	if subject != "Check-in: 2 messages from 2 clients, 1 failed delivery" {
 		t.Fatalf("subject %q", subject)
 	}

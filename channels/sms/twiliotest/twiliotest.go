@@ -278,26 +278,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if m.MessagingServiceSID != "" {
 		status, segments = "accepted", 0
 	}
-	resp := messageJSON{
-		SID:                 m.SID,
-		AccountSID:          m.AccountSID,
-		To:                  m.To,
-		From:                nullable(m.From),
-		Body:                m.Body,
-		MessagingServiceSID: nullable(m.MessagingServiceSID),
-		Status:              status,
-		NumSegments:         fmt.Sprint(segments),
-		NumMedia:            "0",
-		Direction:           "outbound-api",
-		APIVersion:          "2010-04-01",
-		DateCreated:         time.Now().UTC().Format(time.RFC1123Z),
-		URI:                 "/2010-04-01/Accounts/" + m.AccountSID + "/Messages/" + m.SID + ".json",
-	}
-	resp.DateUpdated = resp.DateCreated
+	now := time.Now().UTC().Truncate(time.Second)
+	resp := listedJSON(listed{m, now})
+	resp.Status, resp.NumSegments, resp.DateSent = status, fmt.Sprint(segments), nil // not sent yet
 
 	s.mu.Lock()
 	s.msgs = append(s.msgs, m)
-	s.listed = append(s.listed, listed{m, time.Now().UTC().Truncate(time.Second)})
+	s.listed = append(s.listed, listed{m, now})
 	if !s.closed { // a request can still finish after Close
 		close(s.changed)
 		s.changed = make(chan struct{})
