@@ -74,6 +74,11 @@ type Inbound struct {
 	// OptOut carries a provider's own opt-out signal (Twilio's OptOutType:
 	// "STOP", "START" or "HELP"), when it sent one.
 	OptOut string
+	// BounceOf is set on a delivery status notification (RFC 3464): the
+	// Message-ID, without angle brackets, of our outbound email it reports
+	// as undeliverable. BounceStatus is its status code ("5.1.1").
+	BounceOf     string
+	BounceStatus string
 	// Notes are problems met while reading the message ("broken MIME: ...",
 	// "over the size limit"); they are shown in the digest.
 	Notes []string
