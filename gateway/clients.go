@@ -61,17 +61,23 @@ func (s *Store) UpsertClient(ctx context.Context, firstName string, addrs []Clie
 }
 
 // Purge deletes delivered messages received before cutoff, with the
-// finished outbox rows and acknowledged alerts that point at them, and
-// returns how many messages went. The audit trail (ids and times) stays.
+// finished outbox rows and acknowledged alerts (their pages and links) that
+// point at them, and old staff texts, and returns how many messages went.
+// The audit trail (ids and times) stays.
 func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
 	var n int64
 	err := s.tx(ctx, func(tx *sql.Tx, now time.Time) error {
 		cutoff := fmtTime(before)
 		old := `SELECT id FROM messages WHERE state = 'delivered' AND received_at < ?1
 			AND id NOT IN (SELECT message_id FROM alerts WHERE acked_at IS NULL)`
+		oldAlerts := `SELECT id FROM alerts WHERE message_id IN (` + old + `)`
 		for _, q := range []string{
 			`DELETE FROM early_reports WHERE received_at < ?1`, // reports for messages that are not ours
-			`DELETE FROM outbox WHERE state IN ('sent', 'failed') AND created_at < ?1 AND (message_id IS NULL OR message_id IN (` + old + `))`,
+			`DELETE FROM staff_messages WHERE received_at < ?1`,
+			`DELETE FROM alert_pages WHERE alert_id IN (` + oldAlerts + `)`,
+			`DELETE FROM ack_tokens WHERE alert_id IN (` + oldAlerts + `)`,
+			`DELETE FROM outbox WHERE state IN ('sent', 'failed') AND created_at < ?1 AND (message_id IS NULL OR message_id IN (` + old + `))
+				AND id NOT IN (SELECT outbox_id FROM alert_pages)`,
 			`DELETE FROM alerts WHERE message_id IN (` + old + `)`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, cutoff); err != nil {

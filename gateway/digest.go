@@ -43,7 +43,7 @@ func (g *Digester) CheckIn(ctx context.Context, at time.Time, manual bool) (int6
 		if err != nil {
 			return err
 		}
-		d, err := loadDigest(ctx, tx)
+		d, err := loadDigest(ctx, tx, g.Practice.loc())
 		if err != nil {
 			return err
 		}
@@ -68,7 +68,6 @@ func (g *Digester) CheckIn(ctx context.Context, at time.Time, manual bool) (int6
 			return fmt.Errorf("digest: claim failures: %w", err)
 		}
 		d.When = at
-		d.loc = g.Practice.Location
 		text, html, err := d.render()
 		if err != nil {
 			return err
@@ -156,6 +155,8 @@ type digestClient struct {
 }
 
 type digestMessage struct {
+	id          int64
+	Alert       string // the alert's history, for urgent messages
 	Received    time.Time
 	Channel     string
 	Subject     string
@@ -176,11 +177,11 @@ type digestFailure struct {
 }
 
 // loadDigest reads everything held: urgent messages first, then oldest
-// first, grouped by client in that order.
-func loadDigest(ctx context.Context, tx *sql.Tx) (*digest, error) {
-	d := &digest{}
+// first, grouped by client in that order; times show in loc.
+func loadDigest(ctx context.Context, tx *sql.Tx, loc *time.Location) (*digest, error) {
+	d := &digest{loc: loc}
 	rows, err := tx.QueryContext(ctx, `
-		SELECT m.client_id, c.first_name, m.channel, m.received_at, m.subject, m.body, m.urgent, m.category,
+		SELECT m.id, m.client_id, c.first_name, m.channel, m.received_at, m.subject, m.body, m.urgent, m.category,
 			m.evidence, m.automated, m.action, m.attachments, m.notes
 		FROM messages m JOIN clients c ON c.id = m.client_id
 		WHERE m.state IN ('held', 'urgent') AND m.digest_id IS NULL
@@ -195,7 +196,7 @@ func loadDigest(ctx context.Context, tx *sql.Tx) (*digest, error) {
 		var name, evidence, attachments, notes string
 		var received sql.NullString
 		var m digestMessage
-		if err := rows.Scan(&id, &name, &m.Channel, &received, &m.Subject, &m.Text, &m.Urgent, &m.Category,
+		if err := rows.Scan(&m.id, &id, &name, &m.Channel, &received, &m.Subject, &m.Text, &m.Urgent, &m.Category,
 			&evidence, &m.Automated, &m.Action, &attachments, &notes); err != nil {
 			return nil, fmt.Errorf("digest: load: %w", err)
 		}
@@ -223,6 +224,17 @@ func loadDigest(ctx context.Context, tx *sql.Tx) (*digest, error) {
 		return nil, fmt.Errorf("digest: load: %w", err)
 	}
 	rows.Close()
+	if d.urgent > 0 {
+		history, err := loadAlertHistory(ctx, tx, loc)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range d.Clients {
+			for i := range c.Messages {
+				c.Messages[i].Alert = history[c.Messages[i].id]
+			}
+		}
+	}
 	if len(byID) > 0 {
 		rows, err := tx.QueryContext(ctx, `
 			SELECT client_id, address FROM client_addresses WHERE client_id IN
@@ -266,6 +278,115 @@ func loadDigest(ctx context.Context, tx *sql.Tx) (*digest, error) {
 		d.Failures = append(d.Failures, f)
 	}
 	return d, rows.Err()
+}
+
+// loadAlertHistory returns, by message id, the history of the alerts
+// raised for the held messages: who was paged when and by what, and who
+// acknowledged.
+func loadAlertHistory(ctx context.Context, tx *sql.Tx, loc *time.Location) (map[int64]string, error) {
+	rows, err := tx.QueryContext(ctx, `
+		SELECT a.id, a.message_id, a.acked_at, a.acked_by, a.acked_via, p.step, p.person, p.channel, p.paged_at
+		FROM alerts a LEFT JOIN alert_pages p ON p.alert_id = a.id
+		WHERE a.message_id IN (SELECT id FROM messages WHERE state IN ('held', 'urgent') AND digest_id IS NULL)
+		ORDER BY a.id, p.step, p.id`)
+	if err != nil {
+		return nil, fmt.Errorf("digest: alerts: %w", err)
+	}
+	defer rows.Close()
+	var hs []*alertHistory
+	for rows.Next() {
+		var id, msgID int64
+		var acked, paged sql.NullString
+		var by, via string
+		var step sql.NullInt64
+		var person, channel sql.NullString
+		if err := rows.Scan(&id, &msgID, &acked, &by, &via, &step, &person, &channel, &paged); err != nil {
+			return nil, fmt.Errorf("digest: alerts: %w", err)
+		}
+		if len(hs) == 0 || hs[len(hs)-1].id != id {
+			hs = append(hs, &alertHistory{id: id, msgID: msgID, acked: parseTime(acked), by: by, via: via})
+		}
+		if step.Valid {
+			hs[len(hs)-1].add(int(step.Int64), parseTime(paged), person.String, channel.String)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("digest: alerts: %w", err)
+	}
+	out := map[int64]string{}
+	for _, h := range hs {
+		out[h.msgID] = h.String(loc)
+	}
+	return out, nil
+}
+
+// alertHistory is one alert's pages, grouped by step and person.
+type alertHistory struct {
+	id, msgID int64
+	acked     time.Time
+	by, via   string
+	steps     []historyStep
+}
+
+type historyStep struct {
+	step   int
+	at     time.Time
+	people []historyPerson
+}
+
+type historyPerson struct {
+	name     string
+	channels []string
+}
+
+func (h *alertHistory) add(step int, at time.Time, person, channel string) {
+	if len(h.steps) == 0 || h.steps[len(h.steps)-1].step != step {
+		h.steps = append(h.steps, historyStep{step: step, at: at})
+	}
+	s := &h.steps[len(h.steps)-1]
+	if len(s.people) == 0 || s.people[len(s.people)-1].name != person {
+		s.people = append(s.people, historyPerson{name: person})
+	}
+	p := &s.people[len(s.people)-1]
+	p.channels = append(p.channels, channelWord(channel))
+}
+
+func channelWord(c string) string {
+	if c == string(envelope.SMS) {
+		return "text"
+	}
+	return c
+}
+
+// String is the history on one line: "Alert #12: 14:02 paged Dana (text,
+// email) · 14:12 paged Sam (text) · 14:15 acknowledged by Sam (text)".
+func (h *alertHistory) String(loc *time.Location) string {
+	var first time.Time // the history's first day; later days are named
+	clock := func(t time.Time) string {
+		t = t.In(loc)
+		if first.IsZero() {
+			first = t
+		}
+		if y, m, d := t.Date(); y != first.Year() || m != first.Month() || d != first.Day() {
+			return t.Format("Mon 15:04")
+		}
+		return t.Format("15:04")
+	}
+	parts := []string{}
+	for _, s := range h.steps {
+		var who []string
+		for _, p := range s.people {
+			who = append(who, fmt.Sprintf("%s (%s)", p.name, strings.Join(p.channels, ", ")))
+		}
+		parts = append(parts, clock(s.at)+" paged "+strings.Join(who, ", "))
+	}
+	if h.acked.IsZero() {
+		parts = append(parts, "not acknowledged")
+	} else {
+		how := map[string]string{"sms": "text", "link": "email link"}[h.via]
+		parts = append(parts, fmt.Sprintf("%s acknowledged by %s (%s)", clock(h.acked), h.by, how))
+	}
+	return fmt.Sprintf("Alert #%d: %s", h.id, strings.Join(parts, " · "))
 }
 
 func (d *digest) subject() string {

@@ -20,7 +20,7 @@ type OnCall struct {
 	Name  string
 	Phone string        // E.164; may be empty
 	Email string        // may be empty
-	After time.Duration // how long to wait for an acknowledgement before the next person
+	After time.Duration // how long to wait for an acknowledgement before the next person; DefaultEscalateAfter when zero
 }
 
 // Practice is what the gateway knows about the practice it serves.
@@ -35,6 +35,25 @@ type Practice struct {
 	PhoneRegion   string // "US": how national numbers are read
 	OnCall        []OnCall
 	EmptyDigest   bool // send a digest even when nothing is held
+
+	// TherapistPhone (E.164, may be empty) is texted, with DigestTo
+	// emailed, once the whole chain was paged without an acknowledgement,
+	// and by the dead-man's switch.
+	TherapistPhone string
+	// RepeatEvery is how often everyone is paged again after the last
+	// person; DefaultRepeatEvery when zero.
+	RepeatEvery time.Duration
+	// Rotation, when set, decides each week who is primary.
+	Rotation *Rotation
+	// AckURL is the public base URL ("https://gw.example.org") under which
+	// AckHandler is mounted; when empty, page emails carry no link.
+	AckURL string
+	// AckKey is the HMAC key for acknowledgement links; when empty one is
+	// generated once and kept in the store.
+	AckKey []byte
+	// DigestGrace is how late a check-in digest may be before the
+	// dead-man's switch texts the staff; DefaultDigestGrace when zero.
+	DigestGrace time.Duration
 }
 
 // Actions the dispatcher takes on an inbound message, as stored and audited.
@@ -82,7 +101,10 @@ func (d *Dispatcher) HandleInbound(ctx context.Context, in envelope.Inbound) err
 // Receive stores in and everything decided about it in one transaction:
 // it drops duplicates, files the message under its client, asks the
 // policies for a verdict, and writes the replies and forwards to the outbox.
-// It returns only after the commit.
+// An ACK texted from a staff phone (a chain person's or the therapist's)
+// acknowledges an alert instead and is not a client message; its Result
+// has no MessageID and one of the ActionAlertAck… actions. It returns only
+// after the commit.
 func (d *Dispatcher) Receive(ctx context.Context, in envelope.Inbound) (Result, error) {
 	if !in.Channel.Valid() {
 		return Result{}, fmt.Errorf("dispatch: unknown channel %q", in.Channel)
@@ -93,6 +115,13 @@ func (d *Dispatcher) Receive(ctx context.Context, in envelope.Inbound) (Result, 
 	addr := normalizeSender(in.Channel, in.From, d.Practice.PhoneRegion)
 	if addr == "" {
 		return Result{}, errors.New("dispatch: message has no sender")
+	}
+	if in.Channel == envelope.SMS {
+		if id, ok := parseAck(in.Text); ok {
+			if person, ok := d.Practice.staffByPhone(addr); ok {
+				return d.receiveAck(ctx, in, addr, person, id)
+			}
+		}
 	}
 	// Policies are pure and may be slow on long emails: run them before
 	// taking the write lock.
@@ -128,6 +157,64 @@ func (d *Dispatcher) Receive(ctx context.Context, in envelope.Inbound) (Result, 
 	log.Info("message received", "channel", in.Channel, "msg_id", res.MessageID, "client_id", res.ClientID, "action", res.Action,
 		"alert_id", res.AlertID, "duplicate", res.Duplicate)
 	return res, nil
+}
+
+// receiveAck handles an ACK texted from a staff phone: it is an
+// acknowledgement, never a client message. The text is answered once
+// however often the provider delivers it.
+func (d *Dispatcher) receiveAck(ctx context.Context, in envelope.Inbound, addr, person string, id int64) (Result, error) {
+	var r Result
+	err := d.Store.batchTx(ctx, func(tx *sql.Tx, now time.Time) error {
+		var err error
+		if r, err = lookup(ctx, tx, in.Channel, in.ProviderID); err == nil {
+			r.Duplicate = true // filed as a client message before this phone was staff
+			return nil
+		} else if !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("dispatch: dedupe: %w", err)
+		}
+		err = tx.QueryRowContext(ctx, `SELECT action, coalesce(alert_id, 0) FROM staff_messages WHERE channel = ? AND provider_id = ?`,
+			in.Channel, in.ProviderID).Scan(&r.Action, &r.AlertID)
+		if err == nil {
+			r.Duplicate = true
+			return nil
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("dispatch: dedupe staff: %w", err)
+		}
+		o, text, err := d.Practice.ackBySMS(ctx, tx, now, id, person)
+		if err != nil {
+			return err
+		}
+		r.Action, r.AlertID = o.action, o.alertID
+		received := in.ReceivedAt
+		if received.IsZero() {
+			received = now
+		}
+		if _, err := tx.ExecContext(ctx, `
+			INSERT INTO staff_messages (channel, provider_id, received_at, person, action, alert_id) VALUES (?, ?, ?, ?, ?, ?)`,
+			in.Channel, in.ProviderID, fmtTime(received), person, r.Action, nullID(o.alertID)); err != nil {
+			return fmt.Errorf("dispatch: record staff text: %w", err)
+		}
+		if err := audit(ctx, tx, now, "staff:"+r.Action, auditIDs{alert: o.alertID, message: o.messageID}); err != nil {
+			return err
+		}
+		_, err = insertOutbox(ctx, tx, now, outRow{kind: envelope.KindNotice, channel: envelope.SMS, to: addr, body: text,
+			alertID: o.alertID, messageID: o.messageID})
+		return err
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	if !r.Duplicate {
+		if d.Outbox != nil {
+			d.Outbox.Kick()
+		}
+		if r.Action == ActionAlertAck {
+			d.Metrics.observeAck("sms")
+		}
+	}
+	d.Logger.Info("staff text received", "channel", in.Channel, "provider_id", in.ProviderID, "action", r.Action,
+		"alert_id", r.AlertID, "duplicate", r.Duplicate)
+	return r, nil
 }
 
 // Lookup returns what the dispatcher did with the message a channel knows
@@ -252,9 +339,10 @@ func (d *Dispatcher) receive(ctx context.Context, tx *sql.Tx, now time.Time, in 
 	case ActionOptIn:
 		_, err = tx.ExecContext(ctx, `DELETE FROM opt_outs WHERE channel = ? AND address = ?`, in.Channel, addr)
 	case ActionUrgent:
-		r.AlertID, err = d.raiseAlert(ctx, tx, now, in, addr, c, r.MessageID)
+		var paged bool
+		r.AlertID, paged, err = d.raiseAlert(ctx, tx, now, in, addr, c, r.MessageID)
 		if err == nil && !optedOut {
-			err = d.queueReply(ctx, tx, now, reply, policies.AckUrgent, len(d.Practice.OnCall) > 0)
+			err = d.queueReply(ctx, tx, now, reply, policies.AckUrgent, paged)
 		}
 		if err == nil {
 			err = markAcked(ctx, tx, now, c.id, true)
@@ -350,52 +438,32 @@ func (d *Dispatcher) queueReply(ctx context.Context, tx *sql.Tx, now time.Time, 
 	return err
 }
 
-// raiseAlert records an alert for an urgent message and pages the first
-// person in the on-call chain on every way they can be reached.
-func (d *Dispatcher) raiseAlert(ctx context.Context, tx *sql.Tx, now time.Time, in envelope.Inbound, addr string, c client, msgID int64) (int64, error) {
-	var next any
-	if len(d.Practice.OnCall) > 0 {
-		next = fmtTime(now.Add(d.Practice.OnCall[0].After))
-	}
+// raiseAlert records an alert for an urgent message, with the on-call
+// chain as it stands now, and pages the first person in it on every way
+// they can be reached; paged says whether anyone was. The Escalator takes
+// it from there.
+func (d *Dispatcher) raiseAlert(ctx context.Context, tx *sql.Tx, now time.Time, in envelope.Inbound, addr string, c client, msgID int64) (int64, bool, error) {
+	chain := d.Practice.chainOrder(now)
 	res, err := tx.ExecContext(ctx, `
-		INSERT INTO alerts (message_id, client_id, created_at, step, next_escalation_at) VALUES (?, ?, ?, 0, ?)`,
-		msgID, c.id, fmtTime(now), next)
+		INSERT INTO alerts (message_id, client_id, created_at, step, chain, reach) VALUES (?, ?, ?, 0, ?, ?)`,
+		msgID, c.id, fmtTime(now), mustJSON(chain), addr)
 	if err != nil {
-		return 0, fmt.Errorf("dispatch: insert alert: %w", err)
+		return 0, false, fmt.Errorf("dispatch: insert alert: %w", err)
 	}
 	alertID, err := res.LastInsertId()
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if err := audit(ctx, tx, now, "alert:raised", auditIDs{client: c.id, message: msgID, alert: alertID}); err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	if len(d.Practice.OnCall) == 0 {
-		return alertID, nil
+	a := alert{id: alertID, messageID: msgID, chain: chain, fwd: forward{alertID: alertID, who: senderName(c.firstName),
+		channel: in.Channel, reach: addr, subject: in.Subject, text: in.Text, received: in.ReceivedAt, loc: d.Practice.loc()}}
+	if a.fwd.received.IsZero() {
+		a.fwd.received = now
 	}
-	who := c.firstName
-	if who == "" {
-		who = "an unknown sender"
-	}
-	f := forward{alertID: alertID, who: who, channel: in.Channel, reach: addr, subject: in.Subject,
-		text: in.Text, received: in.ReceivedAt, loc: d.Practice.Location}
-	if f.received.IsZero() {
-		f.received = now
-	}
-	oc := d.Practice.OnCall[0]
-	if oc.Phone != "" {
-		if _, err := insertOutbox(ctx, tx, now, outRow{kind: envelope.KindOnCall, channel: envelope.SMS, to: oc.Phone,
-			body: f.sms(), alertID: alertID, messageID: msgID}); err != nil {
-			return 0, err
-		}
-	}
-	if oc.Email != "" {
-		if _, err := insertOutbox(ctx, tx, now, outRow{kind: envelope.KindOnCall, channel: envelope.Email, to: oc.Email,
-			toName: oc.Name, subject: f.title(), body: f.email(), alertID: alertID, messageID: msgID}); err != nil {
-			return 0, err
-		}
-	}
-	return alertID, nil
+	pages, err := d.Practice.pageStep(ctx, tx, now, a, 0)
+	return alertID, pages > 0, err
 }
 
 // forward is an urgent message as the on-call clinician sees it.
@@ -421,22 +489,35 @@ func (f forward) via() string {
 	return "email"
 }
 
-func (f forward) sms() string {
-	return fmt.Sprintf("URGENT #%d: %s by %s: %q Reach them at %s. Full text by email. Reply ACK %d when you have it.",
-		f.alertID, f.who, f.via(), preview(f.text, onCallPreview), f.reach, f.alertID)
+func (f forward) sms(stage pageStage, byEmail bool) string {
+	full := ""
+	if byEmail {
+		full = " Full text by email."
+	}
+	return fmt.Sprintf("URGENT #%d%s: %s by %s: %q Reach them at %s.%s Reply ACK %d when you have it.",
+		f.alertID, stage.tag(), f.who, f.via(), preview(f.text, onCallPreview), f.reach, full, f.alertID)
 }
 
-func (f forward) title() string {
-	return fmt.Sprintf("URGENT #%d: message from %s by %s", f.alertID, f.who, f.via())
+func (f forward) title(stage pageStage) string {
+	return fmt.Sprintf("URGENT #%d%s: message from %s by %s", f.alertID, stage.tag(), f.who, f.via())
 }
 
-func (f forward) email() string {
+// email is the full page; link, when set, is a one-time acknowledgement
+// link.
+func (f forward) email(stage pageStage, link string) string {
 	loc := f.loc
 	if loc == nil {
 		loc = time.UTC
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Alert #%d needs a clinician now.\n\n", f.alertID)
+	fmt.Fprintf(&b, "Alert #%d needs a clinician now.\n", f.alertID)
+	switch stage {
+	case stageNext:
+		b.WriteString("Nobody earlier in the on-call chain has acknowledged it.\n")
+	case stageEveryone:
+		b.WriteString("Nobody on call has acknowledged it, so the whole on-call chain and the therapist are being paged.\n")
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "From:     %s\nReach:    %s (%s)\nReceived: %s\n", f.who, f.reach, f.via(),
 		f.received.In(loc).Format("Mon 2 Jan 2006 15:04 MST"))
 	if f.subject != "" {
@@ -445,6 +526,9 @@ func (f forward) email() string {
 	fmt.Fprintf(&b, "\n%s\n\n", f.text)
 	fmt.Fprintf(&b, "The client has been sent the crisis line and emergency number.\n"+
 		"Acknowledge by texting ACK %d from your on-call phone, so nobody else is paged.\n", f.alertID)
+	if link != "" {
+		fmt.Fprintf(&b, "Or acknowledge with this one-time link (it works for 24 hours):\n%s\n", link)
+	}
 	return b.String()
 }
 

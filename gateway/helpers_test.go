@@ -40,12 +40,14 @@ func mustLoad(name string) *time.Location {
 // 09:00 check-in, before Wednesday's 10:00.
 var monday = time.Date(2026, 11, 16, 14, 0, 0, 0, newYork)
 
-// testGateway is a dispatcher and digester on a real SQLite file.
+// testGateway is a dispatcher, digester and escalator on a real SQLite
+// file.
 type testGateway struct {
 	store *Store
 	clock *clock
 	d     *Dispatcher
 	g     *Digester
+	e     *Escalator
 }
 
 func mustOpenStore(t testing.TB) *Store {
@@ -84,7 +86,14 @@ func newTestGateway(t testing.TB, repeat string) *testGateway {
 	d := &Dispatcher{Store: s, Calendar: cal, Triage: triage, Wording: wording,
 		Ack: policies.AckPolicy{Repeat: repeat, BriefAfter: time.Hour}, Practice: p,
 		Logger: slog.New(slog.DiscardHandler)}
-	return &testGateway{store: s, clock: c, d: d, g: &Digester{Store: s, Practice: p}}
+	e := &Escalator{Store: s, Practice: p, Calendar: cal, Logger: slog.New(slog.DiscardHandler)}
+	return &testGateway{store: s, clock: c, d: d, g: &Digester{Store: s, Practice: p}, e: e}
+}
+
+// setPractice changes the practice everywhere.
+func (tg *testGateway) setPractice(change func(p *Practice)) {
+	change(&tg.d.Practice)
+	tg.g.Practice, tg.e.Practice = tg.d.Practice, tg.d.Practice
 }
 
 var sid int

@@ -17,6 +17,8 @@ type Metrics struct {
 	failedTotal    *prometheus.CounterVec
 	ackLatency     prometheus.Histogram
 	alertLatency   prometheus.Histogram
+	escalations    *prometheus.CounterVec
+	alertAcks      *prometheus.CounterVec
 }
 
 // NewMetrics registers the gateway's metrics with reg; the outbox gauges
@@ -51,9 +53,17 @@ func NewMetrics(reg prometheus.Registerer, s *Store) *Metrics {
 			Help:    "From an urgent message arriving to the on-call page being accepted by the provider.",
 			Buckets: latency,
 		}),
+		escalations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_alert_escalations_total",
+			Help: "Alert steps past the first page: to the next person (next), or to the whole chain and the therapist (everyone).",
+		}, []string{"stage"}),
+		alertAcks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_alert_acks_total",
+			Help: "Alerts acknowledged, by how (sms or link).",
+		}, []string{"via"}),
 	}
 	reg.MustRegister(m.received, m.receiveSeconds, m.sentTotal, m.failedTotal, m.ackLatency, m.alertLatency,
-		outboxGauges{s})
+		m.escalations, m.alertAcks, outboxGauges{s})
 	return m
 }
 
@@ -85,6 +95,24 @@ func (m *Metrics) observeSent(j job, now time.Time) {
 	}
 }
 
+func (m *Metrics) observeEscalation(everyone bool) {
+	if m == nil {
+		return
+	}
+	stage := "next"
+	if everyone {
+		stage = "everyone"
+	}
+	m.escalations.WithLabelValues(stage).Inc()
+}
+
+func (m *Metrics) observeAck(via string) {
+	if m == nil {
+		return
+	}
+	m.alertAcks.WithLabelValues(via).Inc()
+}
+
 func (m *Metrics) observeFailed(o envelope.Outbound) {
 	if m == nil {
 		return
@@ -96,24 +124,31 @@ func (m *Metrics) observeFailed(o envelope.Outbound) {
 type outboxGauges struct{ s *Store }
 
 var (
-	pendingDesc = prometheus.NewDesc("gateway_outbox_pending", "Outbound messages waiting to be sent or retried.", nil, nil)
-	failedDesc  = prometheus.NewDesc("gateway_outbox_failed", "Outbound messages recorded as failed and not yet listed in a digest.", nil, nil)
+	pendingDesc    = prometheus.NewDesc("gateway_outbox_pending", "Outbound messages waiting to be sent or retried.", nil, nil)
+	failedDesc     = prometheus.NewDesc("gateway_outbox_failed", "Outbound messages recorded as failed and not yet listed in a digest.", nil, nil)
+	openAlertsDesc = prometheus.NewDesc("gateway_alerts_open", "Alerts nobody has acknowledged yet.", nil, nil)
 )
 
-func (g outboxGauges) Describe(ch chan<- *prometheus.Desc) { ch <- pendingDesc; ch <- failedDesc }
+func (g outboxGauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- pendingDesc
+	ch <- failedDesc
+	ch <- openAlertsDesc
+}
 
 func (g outboxGauges) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var pending, failed int
+	var pending, failed, open int
 	err := g.s.db.QueryRowContext(ctx, `
 		SELECT count(*) FILTER (WHERE state IN ('pending', 'sending')),
-			count(*) FILTER (WHERE `+failedDeliveries+`)
-		FROM outbox`).Scan(&pending, &failed)
+			count(*) FILTER (WHERE `+failedDeliveries+`),
+			(SELECT count(*) FROM alerts WHERE acked_at IS NULL)
+		FROM outbox`).Scan(&pending, &failed, &open)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(pendingDesc, err)
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(pending))
 	ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.GaugeValue, float64(failed))
+	ch <- prometheus.MustNewConstMetric(openAlertsDesc, prometheus.GaugeValue, float64(open))
 }

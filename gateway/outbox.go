@@ -68,6 +68,9 @@ type Outbox struct {
 	Senders map[envelope.Channel]envelope.Sender
 	Metrics *Metrics // may be nil
 	Logger  *slog.Logger
+	// OnPageFailed, when set, is called after a failed on-call page brought
+	// its alert's next step forward (wire it to Escalator.Kick).
+	OnPageFailed func()
 
 	Concurrency int           // rows in flight at once
 	MaxAttempts int           // then the row is recorded as failed
@@ -239,17 +242,18 @@ func (o *Outbox) deliver(ctx context.Context, j job) {
 	rctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	var outcome string
+	var escalated bool
 	switch {
 	case err == nil:
 		outcome = "sent"
-		err = o.Store.markSent(rctx, j, pid)
+		escalated, err = o.Store.markSent(rctx, j, pid)
 		o.Metrics.observeSent(j, o.Store.Now())
 		log.Info("outbox sent", "provider_id", string(pid))
 	case envelope.IsPermanent(err) || j.attempts >= o.MaxAttempts:
 		outcome = "failed"
 		code, reason := failure(err, j.attempts)
 		log.Error("outbox failed", "code", code, "reason", reason)
-		err = o.Store.markFailed(rctx, j, code, reason)
+		escalated, err = o.Store.markFailed(rctx, j, code, reason)
 		o.Metrics.observeFailed(j.m)
 	default:
 		outcome = "retry"
@@ -262,6 +266,9 @@ func (o *Outbox) deliver(ctx context.Context, j job) {
 	}
 	if err != nil {
 		log.Error("outbox record failed", "outcome", outcome, "err", err)
+	}
+	if escalated && o.OnPageFailed != nil {
+		o.OnPageFailed()
 	}
 }
 
@@ -321,8 +328,10 @@ func (s *Store) OptedOut(ctx context.Context, ch envelope.Channel, address strin
 	return n > 0, nil
 }
 
-func (s *Store) markSent(ctx context.Context, j job, pid envelope.ProviderID) error {
-	return s.batchTx(ctx, func(tx *sql.Tx, now time.Time) error {
+// markSent records a send; escalated reports that an early failure report
+// for it brought an alert's next step forward.
+func (s *Store) markSent(ctx context.Context, j job, pid envelope.ProviderID) (escalated bool, err error) {
+	err = s.batchTx(ctx, func(tx *sql.Tx, now time.Time) error {
 		res, err := tx.ExecContext(ctx, `
 			UPDATE outbox SET state = 'sent', sent_at = ?, provider_id = ?, error_code = '', error = ''
 			WHERE id = ? AND state = 'sending'`, fmtTime(now), string(pid), j.m.ID)
@@ -337,15 +346,18 @@ func (s *Store) markSent(ctx context.Context, j job, pid envelope.ProviderID) er
 				return err
 			}
 		}
-		if err := applyEarlyReports(ctx, tx, now, j.m.Channel, pid); err != nil {
+		if escalated, err = applyEarlyReports(ctx, tx, now, j.m.Channel, pid); err != nil {
 			return err
 		}
 		return audit(ctx, tx, now, "outbox:sent", auditIDs{client: j.m.ClientID, outbox: j.m.ID})
 	})
+	return escalated, err
 }
 
-func (s *Store) markFailed(ctx context.Context, j job, code, reason string) error {
-	return s.batchTx(ctx, func(tx *sql.Tx, now time.Time) error {
+// markFailed records a permanent failure; escalated reports that the row
+// was an on-call page whose alert now escalates at once.
+func (s *Store) markFailed(ctx context.Context, j job, code, reason string) (escalated bool, err error) {
+	err = s.batchTx(ctx, func(tx *sql.Tx, now time.Time) error {
 		res, err := tx.ExecContext(ctx, `
 			UPDATE outbox SET state = 'failed', error_code = ?, error = ? WHERE id = ? AND state = 'sending'`,
 			code, reason, j.m.ID)
@@ -368,8 +380,14 @@ func (s *Store) markFailed(ctx context.Context, j job, code, reason string) erro
 				return fmt.Errorf("outbox: opt-out: %w", err)
 			}
 		}
+		if j.m.Kind == envelope.KindOnCall || j.m.Kind == envelope.KindEscalation {
+			if escalated, err = pageFailed(ctx, tx, now, j.m.ID); err != nil {
+				return err
+			}
+		}
 		return audit(ctx, tx, now, "outbox:failed", auditIDs{client: j.m.ClientID, outbox: j.m.ID})
 	})
+	return escalated, err
 }
 
 func (s *Store) markRetry(ctx context.Context, j job, delay time.Duration, cause error) error {

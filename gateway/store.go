@@ -249,13 +249,31 @@ func (s *Store) Checkpoint(ctx context.Context, name string) (string, error) {
 // SetCheckpoint stores value under name.
 func (s *Store) SetCheckpoint(ctx context.Context, name, value string) error {
 	return s.tx(ctx, func(tx *sql.Tx, now time.Time) error {
-		_, err := tx.ExecContext(ctx, `
-			INSERT INTO checkpoints (name, value, updated_at) VALUES (?, ?, ?)
-			ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
-			name, value, fmtTime(now))
-		if err != nil {
-			return fmt.Errorf("store: set checkpoint: %w", err)
-		}
-		return nil
+		return setCheckpoint(ctx, tx, now, name, value)
 	})
+}
+
+// checkpoint is Checkpoint inside tx.
+func checkpoint(ctx context.Context, tx *sql.Tx, name string) (string, error) {
+	var v string
+	err := tx.QueryRowContext(ctx, `SELECT value FROM checkpoints WHERE name = ?`, name).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("store: checkpoint: %w", err)
+	}
+	return v, nil
+}
+
+// setCheckpoint is SetCheckpoint inside tx.
+func setCheckpoint(ctx context.Context, tx *sql.Tx, now time.Time, name, value string) error {
+	_, err := tx.ExecContext(ctx, `
+		INSERT INTO checkpoints (name, value, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+		name, value, fmtTime(now))
+	if err != nil {
+		return fmt.Errorf("store: set checkpoint: %w", err)
+	}
+	return nil
 }

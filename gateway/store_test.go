@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestOpenCreatesPrivateFileAndMigrates(t *testing.T) {
@@ -192,5 +194,61 @@ func TestMigrateFromFrozenV1(t *testing.T) {
 	r := tg.receive(t, sms("+15550100001", "back again"))
 	if r.ClientID != 1 {
 		t.Fatalf("client id %d, want the v1 client 1", r.ClientID)
+	}
+}
+
+// TestMigrateV3WithOpenAlert migrates a version-3 database holding an
+// alert raised before 0004 (no stored chain or reach) and escalates it.
+func TestMigrateV3WithOpenAlert(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// v1 by hand, then the shipped 0002 and 0003 (never edited).
+	for _, q := range []string{schemaV1, ms[1].sql, ms[2].sql, `
+		INSERT INTO messages (id, client_id, channel, provider_id, received_at, stored_at, body, state, urgent, action)
+			VALUES (2, 1, 'sms', 'SM2', '2026-11-16 19:00:00.000000', '2026-11-16 19:00:00.000000', 'i want to end it', 'urgent', 1, 'urgent');
+		INSERT INTO alerts (id, message_id, client_id, created_at, step, next_escalation_at)
+			VALUES (1, 2, 1, '2026-11-16 19:00:00.000000', 0, '2026-11-16 19:10:00.000000');
+		INSERT INTO checkpoints (name, value, updated_at) VALUES ('imap:INBOX', '7:42', '2026-11-16 19:00:00.000000');
+		PRAGMA user_version = 3;`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, _ := s.SchemaVersion(context.Background()); v != len(ms) {
+		t.Fatalf("schema version %d, want %d", v, len(ms))
+	}
+	if v, _ := s.Checkpoint(context.Background(), "imap:INBOX"); v != "7:42" {
+		t.Fatalf("checkpoint lost: %q", v)
+	}
+	if n := count(t, s, `SELECT count(*) FROM outbox WHERE state = 'pending'`); n != 1 {
+		t.Fatal("pending outbox row lost")
+	}
+	tg := newOnCallGateway(t)
+	tg.e.Store = s
+	s.Now = tg.clock.Now
+	tg.clock.Set(time.Date(2026, 11, 16, 14, 10, 0, 0, newYork))
+	if n := tg.step(t); n != 1 {
+		t.Fatalf("old alert not escalated (%d)", n)
+	}
+	got := pages(t, s, 1)
+	if !sameStrings(got, []string{"sms:" + samPhone, "email:sam@example.org"}) {
+		t.Fatalf("old alert paged %v, want Sam, second in the configured order", got)
+	}
+	if q := outbox(t, s)[1]; !strings.Contains(q.Body, "URGENT #1 (escalated): Alex by text") || !strings.Contains(q.Body, "+15550100001") {
+		t.Fatalf("old alert's page %q", q.Body)
 	}
 }
