@@ -79,6 +79,13 @@ type Inbound struct {
 	// as undeliverable. BounceStatus is its status code ("5.1.1").
 	BounceOf     string
 	BounceStatus string
+	// RelayToken is the token from a per-client reply address
+	// (practice+r-<token>@...) the message was sent to: the therapist
+	// answering a client from the digest. AuthFailed names a failed
+	// sender check from the mailbox server's Authentication-Results
+	// ("dmarc=fail"); "" when none failed or none were reported.
+	RelayToken string
+	AuthFailed string
 	// Notes are problems met while reading the message ("broken MIME: ...",
 	// "over the size limit"); they are shown in the digest.
 	Notes []string
