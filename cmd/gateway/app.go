@@ -56,6 +56,7 @@ type Main struct {
 	Outbox     *gateway.Outbox
 	Digester   *gateway.Digester
 	Runner     *schedule.Runner
+	Escalator  *gateway.Escalator
 	Reconciler *sms.Reconciler // nil when SMS is off
 
 	ln       net.Listener
@@ -117,6 +118,9 @@ func (m *Main) Open(ctx context.Context) error {
 		Practice: practice, Outbox: m.Outbox, Metrics: metrics, Logger: m.Logger.With("component", "dispatch"),
 	}
 	m.Digester = &gateway.Digester{Store: m.Store, Practice: practice, Outbox: m.Outbox}
+	m.Escalator = &gateway.Escalator{Store: m.Store, Practice: practice, Calendar: cal, Outbox: m.Outbox,
+		Metrics: metrics, Logger: m.Logger.With("component", "escalate")}
+	m.Outbox.OnPageFailed = m.Escalator.Kick
 	m.Runner = &schedule.Runner{
 		Calendar: cal,
 		Fire: func(ctx context.Context, at time.Time) error {
@@ -132,7 +136,7 @@ func (m *Main) Open(ctx context.Context) error {
 		wh, err := sms.NewWebhook(sms.WebhookConfig{
 			AuthToken: c.SMS.AuthToken, AccountSID: c.SMS.AccountSID, PublicURL: c.HTTP.PublicURL,
 			Logger: m.Logger.With("component", "twilio"),
-		}, m.Dispatcher, &gateway.StatusRecorder{Store: m.Store, Metrics: metrics})
+		}, m.Dispatcher, &gateway.StatusRecorder{Store: m.Store, Metrics: metrics, OnPageFailed: m.Escalator.Kick})
 		if err != nil {
 			m.Store.Close()
 			return fmt.Errorf("config: sms: %w", err)
@@ -152,6 +156,8 @@ func (m *Main) Open(ctx context.Context) error {
 			return fmt.Errorf("config: sms: %w", err)
 		}
 	}
+	// The signed one-time link is the permission: no admin token.
+	mux.Handle("/ack/", m.Escalator.AckHandler())
 	mux.HandleFunc("GET /healthz", m.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	m.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
@@ -248,6 +254,11 @@ func (m *Main) Start(ctx context.Context) {
 		defer m.wg.Done()
 		m.purgeLoop(ctx)
 	}()
+	m.wg.Go(func() {
+		if err := m.Escalator.Run(ctx); err != nil && ctx.Err() == nil {
+			m.Logger.Error("escalator stopped", "err", err)
+		}
+	})
 	if m.Reconciler != nil {
 		m.wg.Go(func() { m.Reconciler.Run(ctx) })
 	}
@@ -327,17 +338,22 @@ type health struct {
 	Store       string    `json:"store"`
 	Outbox      string    `json:"outbox"`
 	Checkins    string    `json:"checkins"`
+	Escalation  string    `json:"escalation"`
 	LastCheckin time.Time `json:"last_checkin,omitzero"`
 	NextCheckin time.Time `json:"next_checkin,omitzero"`
 }
 
 func (m *Main) healthz(w http.ResponseWriter, r *http.Request) {
-	h := health{Status: "ok", Store: "ok", Outbox: "ok", Checkins: "ok"}
+	h := health{Status: "ok", Store: "ok", Outbox: "ok", Checkins: "ok", Escalation: "ok"}
 	if err := m.Store.Ping(r.Context()); err != nil {
 		h.Status, h.Store = "fail", "unreachable"
 	}
 	if alive := m.Outbox.Alive(); time.Since(alive) > 10*time.Minute {
 		h.Status, h.Outbox = "fail", "stalled"
+	}
+	// The escalator turns at least once a minute.
+	if alive := m.Escalator.Alive(); time.Since(alive) > 5*time.Minute {
+		h.Status, h.Escalation = "fail", "stalled"
 	}
 	if !m.runnerUp.Load() {
 		h.Status, h.Checkins = "fail", "stopped"

@@ -28,6 +28,7 @@ type Config struct {
 	Triage   TriageConfig             `toml:"triage"`
 	Clients  []ClientConfig           `toml:"clients"`
 	OnCall   []OnCallConfig           `toml:"oncall"`
+	Escalate EscalationConfig         `toml:"escalation"`
 	Store    StoreConfig              `toml:"store"`
 	HTTP     HTTPConfig               `toml:"http"`
 	Outbox   OutboxConfig             `toml:"outbox"`
@@ -45,6 +46,9 @@ type PracticeConfig struct {
 	CrisisLine    string `toml:"crisis_line"`
 	Emergency     string `toml:"emergency"`
 	UrgentKeyword string `toml:"urgent_keyword"`
+	// TherapistPhone is paged (with everyone) when nobody in the on-call
+	// chain acknowledges, and told when a digest did not go out.
+	TherapistPhone string `toml:"therapist_phone"`
 }
 
 // CheckinConfig lists when the therapist reads messages.
@@ -96,6 +100,18 @@ type OnCallConfig struct {
 	Email         string        `toml:"email"`
 	EscalateAfter time.Duration `toml:"escalate_after"`
 }
+
+// EscalationConfig is what happens when nobody acknowledges an alert.
+type EscalationConfig struct {
+	RepeatEvery   time.Duration `toml:"repeat_every"`   // everyone is paged again this often after the last person
+	RotationStart string        `toml:"rotation_start"` // "2026-11-16 09:00": oncall[0]'s first week as primary; "" = no rotation
+	DigestGrace   time.Duration `toml:"digest_grace"`   // how late a digest may be before staff are texted
+	AckKey        string        `toml:"ack_key"`        // signs acknowledgement links; generated and kept in the database when empty
+	AckKeyFile    string        `toml:"ack_key_file"`
+}
+
+// rotationLayout is how escalation.rotation_start is written.
+const rotationLayout = "2006-01-02 15:04"
 
 // StoreConfig is the database.
 type StoreConfig struct {
@@ -165,7 +181,10 @@ func Defaults() Config {
 		Store:  StoreConfig{Path: "/var/lib/gateway/gateway.db", RetentionDays: 90},
 		HTTP:   HTTPConfig{Listen: "127.0.0.1:8080"},
 		Outbox: OutboxConfig{Concurrency: gateway.DefaultConcurrency, MaxAttempts: gateway.DefaultMaxAttempts},
-		Email:  EmailConfig{Mailbox: "INBOX"},
+		Escalate: EscalationConfig{
+			RepeatEvery: gateway.DefaultRepeatEvery, DigestGrace: gateway.DefaultDigestGrace,
+		},
+		Email: EmailConfig{Mailbox: "INBOX"},
 	}
 }
 
@@ -176,6 +195,7 @@ var secretEnv = map[string]string{
 	"email.smtp.password": "GATEWAY_SMTP_PASSWORD",
 	"email.imap.password": "GATEWAY_IMAP_PASSWORD",
 	"http.admin_token":    "GATEWAY_ADMIN_TOKEN",
+	"escalation.ack_key":  "GATEWAY_ACK_KEY",
 }
 
 // LoadConfig reads the file at path on top of Defaults, applies the
@@ -241,6 +261,7 @@ func (c *Config) readSecrets(getenv func(string) string) []error {
 	fill("email.smtp.password", &c.Email.SMTP.Password, c.Email.SMTP.PasswordFile)
 	fill("email.imap.password", &c.Email.IMAP.Password, c.Email.IMAP.PasswordFile)
 	fill("http.admin_token", &c.HTTP.AdminToken, c.HTTP.AdminTokenFile)
+	fill("escalation.ack_key", &c.Escalate.AckKey, c.Escalate.AckKeyFile)
 	return errs
 }
 
@@ -351,6 +372,26 @@ func (c *Config) Validate() error {
 		if o.EscalateAfter < 0 || (o.EscalateAfter > 0 && o.EscalateAfter < time.Minute) {
 			bad(key+".escalate_after", "%v is too short; write at least \"1m\" (default \"10m\")", o.EscalateAfter)
 		}
+	}
+	if p.TherapistPhone != "" {
+		if _, err := gateway.NormalizePhone(p.TherapistPhone, p.PhoneRegion); err != nil {
+			bad("practice.therapist_phone", "%v; write it in E.164 form, e.g. \"+15550100800\"", err)
+		}
+	}
+	e := c.Escalate
+	if e.RepeatEvery < time.Minute {
+		bad("escalation.repeat_every", "%v is too short; write at least \"1m\" (default \"10m\")", e.RepeatEvery)
+	}
+	if e.DigestGrace < 10*time.Minute {
+		bad("escalation.digest_grace", "%v is too short; write at least \"10m\" (default \"2h\")", e.DigestGrace)
+	}
+	if e.RotationStart != "" {
+		if _, err := time.ParseInLocation(rotationLayout, e.RotationStart, loc); err != nil {
+			bad("escalation.rotation_start", "%q is not a local date and time; write it like \"2026-11-16 09:00\", or leave it empty for no rotation", e.RotationStart)
+		}
+	}
+	if e.AckKey != "" && len(e.AckKey) < 32 {
+		bad("escalation.ack_key", "is %d characters; write at least 32 random characters (e.g. openssl rand -hex 32), or leave it empty to have one generated", len(e.AckKey))
 	}
 
 	if c.Store.Path == "" {
@@ -508,6 +549,18 @@ func (c *Config) PracticeInfo() gateway.Practice {
 		Location: c.Location(), CrisisLine: c.Practice.CrisisLine, Emergency: c.Practice.Emergency,
 		UrgentKeyword: c.Practice.UrgentKeyword, PhoneRegion: c.Practice.PhoneRegion,
 		EmptyDigest: c.Checkins.SendEmpty,
+		RepeatEvery: c.Escalate.RepeatEvery, DigestGrace: c.Escalate.DigestGrace,
+		AckURL: strings.TrimRight(c.HTTP.PublicURL, "/"),
+	}
+	if c.Practice.TherapistPhone != "" {
+		n, _ := gateway.NormalizePhone(c.Practice.TherapistPhone, c.Practice.PhoneRegion)
+		p.TherapistPhone = string(n)
+	}
+	if c.Escalate.AckKey != "" {
+		p.AckKey = []byte(c.Escalate.AckKey)
+	}
+	if start, err := time.ParseInLocation(rotationLayout, c.Escalate.RotationStart, p.Location); err == nil {
+		p.Rotation = &gateway.Rotation{Start: start}
 	}
 	for _, o := range c.OnCall {
 		after := o.EscalateAfter
