@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-sasl"
@@ -40,8 +41,9 @@ type SMTPConfig struct {
 	// only allowed when Addr is loopback unless AllowPlain).
 	Security   string
 	AllowPlain bool
-	// Username and Password are used for AUTH PLAIN when Username != "".
-	// They are never sent over a plain connection to a non-loopback host.
+	// Username and Password are used when Username != "": AUTH PLAIN, or
+	// AUTH LOGIN when the server offers only that. They are never sent over
+	// a plain connection to a non-loopback host.
 	Username, Password string
 	From               string        // the practice address, e.g. "practice@example.org"
 	FromName           string        // e.g. "Dr. Rivera's practice"; may be non-ASCII (RFC 2047)
@@ -160,10 +162,13 @@ func autoSubmitted(k envelope.Kind) string {
 func (s *Sender) build(m envelope.Outbound) ([]byte, string, error) {
 	var h mail.Header
 	h.SetDate(s.now())
-	h.SetAddressList("From", []*mail.Address{{Name: oneLine(s.cfg.FromName), Address: s.cfg.From}})
-	h.SetAddressList("To", []*mail.Address{{Name: oneLine(m.ToName), Address: m.To}})
+	// Not go-message's SetSubject/SetAddressList: their 75-character
+	// encoded words don't fit after "Subject: ", and the whole field then
+	// stays on one line, beyond RFC 2047 §2's 76 characters.
+	h.Set("From", formatAddress(s.cfg.FromName, s.cfg.From))
+	h.Set("To", formatAddress(m.ToName, m.To))
 	if m.Subject != "" {
-		h.SetSubject(oneLine(m.Subject)) // RFC 2047 Q-encoded when not ASCII
+		h.Set("Subject", encodeText(oneLine(m.Subject)))
 	}
 	if err := h.GenerateMessageIDWithHostname(s.domain); err != nil {
 		return nil, "", err
@@ -301,10 +306,11 @@ func (s *Sender) deliver(ctx context.Context, m envelope.Outbound, msg []byte) (
 		if _, isTLS := c.TLSConnectionState(); !isTLS && !s.loopback {
 			return errors.New("refusing to send credentials in clear text")
 		}
-		if !c.SupportsAuth(sasl.Plain) {
-			return errors.New("server does not offer AUTH PLAIN")
+		auth, err := s.saslClient(c)
+		if err != nil {
+			return err
 		}
-		if err := c.Auth(sasl.NewPlainClient("", s.cfg.Username, s.cfg.Password)); err != nil {
+		if err := c.Auth(auth); err != nil {
 			return err
 		}
 	}
@@ -342,6 +348,19 @@ func (s *Sender) deliver(ctx context.Context, m envelope.Outbound, msg []byte) (
 	// outbox send it again.
 	_ = c.Quit()
 	return nil
+}
+
+// saslClient picks AUTH PLAIN, or AUTH LOGIN when the server offers only
+// that (older Exchange and some hosted relays). Both send the password as
+// it is, hence TLS or loopback only.
+func (s *Sender) saslClient(c *smtp.Client) (sasl.Client, error) {
+	switch {
+	case c.SupportsAuth(sasl.Plain):
+		return sasl.NewPlainClient("", s.cfg.Username, s.cfg.Password), nil
+	case c.SupportsAuth(sasl.Login):
+		return sasl.NewLoginClient(s.cfg.Username, s.cfg.Password), nil
+	}
+	return nil, errors.New("server offers neither AUTH PLAIN nor AUTH LOGIN")
 }
 
 // boundedConn caps every deadline at timeout from the moment it is set.
@@ -448,6 +467,86 @@ func cleanMsgID(id string) string {
 		return ""
 	}
 	return id
+}
+
+// maxWordLen bounds each RFC 2047 encoded word we write: after "Subject: "
+// one still fits the 76 characters RFC 2047 §2 allows on a line, so
+// go-message folds between words.
+const maxWordLen = 66
+
+// encodeText returns an unstructured header value (Subject): as it is when
+// it is printable ASCII, else as encoded words. A literal "=?" is encoded
+// too, or readers would decode it.
+func encodeText(s string) string {
+	if isPrintableASCII(s) && !strings.Contains(s, "=?") {
+		return s
+	}
+	return encodeWords(s, false)
+}
+
+// formatAddress returns "name <addr>" for an address header: Go's quoting
+// for ASCII names, encoded words otherwise.
+func formatAddress(name, addr string) string {
+	name = oneLine(name)
+	if isPrintableASCII(name) && !strings.Contains(name, "=?") {
+		return (&mail.Address{Name: name, Address: addr}).String()
+	}
+	return encodeWords(name, true) + " " + (&mail.Address{Address: addr}).String()
+}
+
+// encodeWords returns s as RFC 2047 Q-encoded UTF-8 words of at most
+// maxWordLen characters, separated by spaces, which decoders drop between
+// encoded words (§6.2). In a phrase (a display name) only letters, digits
+// and "!*+-/" may stay literal (§5(3)).
+func encodeWords(s string, phrase bool) string {
+	const prefix, suffix = "=?utf-8?q?", "?="
+	var words []string
+	var w strings.Builder
+	for _, r := range s { // invalid UTF-8 comes out as U+FFFD
+		enc := qEncode(r, phrase)
+		if w.Len() > 0 && len(prefix)+w.Len()+len(enc)+len(suffix) > maxWordLen {
+			words = append(words, prefix+w.String()+suffix)
+			w.Reset()
+		}
+		w.WriteString(enc)
+	}
+	if w.Len() > 0 {
+		words = append(words, prefix+w.String()+suffix)
+	}
+	return strings.Join(words, " ")
+}
+
+// qEncode returns one character in RFC 2047 Q encoding.
+func qEncode(r rune, phrase bool) string {
+	if r == ' ' {
+		return "_"
+	}
+	if r > ' ' && r < 0x7f {
+		c := byte(r)
+		literal := c != '=' && c != '?' && c != '_'
+		if phrase {
+			literal = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+				strings.IndexByte("!*+-/", c) >= 0
+		}
+		if literal {
+			return string(c)
+		}
+	}
+	var b [utf8.UTFMax]byte
+	var out strings.Builder
+	for _, c := range b[:utf8.EncodeRune(b[:], r)] {
+		fmt.Fprintf(&out, "=%02X", c)
+	}
+	return out.String()
+}
+
+func isPrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // oneLine replaces control characters (CR, LF, tab) with spaces, so a
