@@ -62,8 +62,9 @@ func (s *Store) UpsertClient(ctx context.Context, firstName string, addrs []Clie
 
 // Purge deletes delivered messages received before cutoff, with the
 // finished outbox rows and acknowledged alerts (their pages and links) that
-// point at them, and old staff texts, and returns how many messages went.
-// The audit trail (ids and times) stays.
+// point at them, old staff texts and the text of old relayed replies, and
+// returns how many messages went. The audit trail (ids and times) and the
+// record of each relay (who, when, to whom, how it ended) stay.
 func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
 	var n int64
 	err := s.tx(ctx, func(tx *sql.Tx, now time.Time) error {
@@ -79,6 +80,8 @@ func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
 			`DELETE FROM outbox WHERE state IN ('sent', 'failed') AND created_at < ?1 AND (message_id IS NULL OR message_id IN (` + old + `))
 				AND id NOT IN (SELECT outbox_id FROM alert_pages)`,
 			`DELETE FROM alerts WHERE message_id IN (` + old + `)`,
+			// A relay's record stays for the audit; what was said goes.
+			`UPDATE relays SET text = '', parts = '[]' WHERE created_at < ?1 AND state <> 'queued' AND text <> ''`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, cutoff); err != nil {
 				return fmt.Errorf("store: purge: %w", err)

@@ -43,16 +43,18 @@ func (g *Digester) CheckIn(ctx context.Context, at time.Time, manual bool) (int6
 		if err != nil {
 			return err
 		}
-		d, err := loadDigest(ctx, tx, g.Practice.loc())
+		d, err := loadDigest(ctx, tx, g.Practice)
 		if err != nil {
 			return err
 		}
-		if d.messages == 0 && len(d.Failures) == 0 && !g.Practice.EmptyDigest {
+		// Replies that went well wait for a digest with something else in
+		// it; one that failed is a reason to write.
+		if d.messages == 0 && d.failureCount() == 0 && !g.Practice.EmptyDigest {
 			return audit(ctx, tx, now, "checkin:empty", auditIDs{})
 		}
 		res, err = tx.ExecContext(ctx, `
 			INSERT INTO digests (checkin_id, created_at, message_count, urgent_count, failure_count, state)
-			VALUES (?, ?, ?, ?, ?, 'pending')`, checkinID, fmtTime(now), d.messages, d.urgent, len(d.Failures))
+			VALUES (?, ?, ?, ?, ?, 'pending')`, checkinID, fmtTime(now), d.messages, d.urgent, d.failureCount())
 		if err != nil {
 			return fmt.Errorf("digest: insert: %w", err)
 		}
@@ -66,6 +68,12 @@ func (g *Digester) CheckIn(ctx context.Context, at time.Time, manual bool) (int6
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET reported_in = ? WHERE `+failedDeliveries, digestID); err != nil {
 			return fmt.Errorf("digest: claim failures: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE relays SET reported_in = ? WHERE `+unreportedRelays, digestID); err != nil {
+			return fmt.Errorf("digest: claim relays: %w", err)
+		}
+		if err := d.addReplies(ctx, tx, now, g.Practice, digestID); err != nil {
+			return err
 		}
 		d.When = at
 		text, html, err := d.render()
@@ -99,8 +107,14 @@ func (s *Store) LastCheckin(ctx context.Context) (time.Time, error) {
 }
 
 // failedDeliveries selects outbox rows whose failure no digest has listed.
-const failedDeliveries = `reported_in IS NULL AND kind <> 'digest'
+// A relay's failure is shown with the relay, under its client.
+const failedDeliveries = `reported_in IS NULL AND kind NOT IN ('digest', 'relay')
 	AND (state = 'failed' OR delivery_status IN ('failed', 'undelivered'))`
+
+// unreportedRelays selects finished relays to a known client that no
+// digest has shown; one still being sent waits for the next digest.
+const unreportedRelays = `reported_in IS NULL AND state <> 'queued'
+	AND client_id IN (SELECT id FROM clients)`
 
 // digestSent marks the messages of the digest sent in outbox row id as
 // delivered: the mail server accepted it.
@@ -129,12 +143,28 @@ func digestFailed(ctx context.Context, tx *sql.Tx, now time.Time, outboxID int64
 		`UPDATE digests SET state = 'failed' WHERE id = ?`,
 		`UPDATE messages SET digest_id = NULL WHERE digest_id = ?`,
 		`UPDATE outbox SET reported_in = NULL WHERE reported_in = ?`,
+		`UPDATE relays SET reported_in = NULL WHERE reported_in = ?`,
 	} {
 		if _, err := tx.ExecContext(ctx, q, id); err != nil {
 			return fmt.Errorf("digest: release: %w", err)
 		}
 	}
 	return audit(ctx, tx, now, "digest:failed", auditIDs{digest: id, outbox: outboxID})
+}
+
+// digestReturned undoes a digest the mail server accepted and then
+// bounced: its messages are held again for the next one.
+func digestReturned(ctx context.Context, tx *sql.Tx, now time.Time, outboxID int64) error {
+	var id int64
+	if err := tx.QueryRowContext(ctx, `SELECT digest_id FROM outbox WHERE id = ?`, outboxID).Scan(&id); err != nil {
+		return fmt.Errorf("digest: find: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `
+		UPDATE messages SET state = CASE WHEN urgent THEN 'urgent' ELSE 'held' END WHERE digest_id = ? AND state = 'delivered'`,
+		id); err != nil {
+		return fmt.Errorf("digest: hold again: %w", err)
+	}
+	return digestFailed(ctx, tx, now, outboxID)
 }
 
 // digest is what one digest email shows.
@@ -144,14 +174,47 @@ type digest struct {
 	Failures []digestFailure
 
 	messages, urgent int
+	failedRelays     int
 	loc              *time.Location
 }
 
+// client returns the section for client id, adding it at the end.
+func (d *digest) client(byID map[int64]*digestClient, id int64, name string) *digestClient {
+	c := byID[id]
+	if c == nil {
+		c = &digestClient{id: id, Name: name}
+		if c.Name == "" {
+			c.Name = fmt.Sprintf("Unknown sender (client %d)", id)
+		}
+		byID[id] = c
+		d.Clients = append(d.Clients, c)
+	}
+	return c
+}
+
 type digestClient struct {
+	id       int64
 	Name     string
 	Reach    []string
 	Urgent   int
 	Messages []digestMessage
+	Relays   []digestRelay // replies since the last digest
+	Reply    *digestReply  // how to answer; nil when there is no way
+	NoReply  string        // why there is no way, when there is a reason to say
+}
+
+// digestRelay is a reply relayed (or refused) to a client.
+type digestRelay struct {
+	At      time.Time
+	Summary string // "You replied by text: sent"
+	Text    string
+	Failed  bool
+}
+
+// digestReply is the reply address offered under a client.
+type digestReply struct {
+	Name, Address, Mailto string
+	Goes                  string // "goes to Ana by text"
 }
 
 type digestMessage struct {
@@ -177,8 +240,10 @@ type digestFailure struct {
 }
 
 // loadDigest reads everything held: urgent messages first, then oldest
-// first, grouped by client in that order; times show in loc.
-func loadDigest(ctx context.Context, tx *sql.Tx, loc *time.Location) (*digest, error) {
+// first, grouped by client in that order, each client's replies since the
+// last digest under their messages; times show in the practice's zone.
+func loadDigest(ctx context.Context, tx *sql.Tx, p Practice) (*digest, error) {
+	loc := p.loc()
 	d := &digest{loc: loc}
 	rows, err := tx.QueryContext(ctx, `
 		SELECT m.id, m.client_id, c.first_name, m.channel, m.received_at, m.subject, m.body, m.urgent, m.category,
@@ -204,15 +269,7 @@ func loadDigest(ctx context.Context, tx *sql.Tx, loc *time.Location) (*digest, e
 		m.Evidence = parseStrings(evidence)
 		m.Notes = parseStrings(notes)
 		json.Unmarshal([]byte(attachments), &m.Attachments) // written by us; a bad row lists none
-		c := byID[id]
-		if c == nil {
-			c = &digestClient{Name: name}
-			if c.Name == "" {
-				c.Name = fmt.Sprintf("Unknown sender (client %d)", id)
-			}
-			byID[id] = c
-			d.Clients = append(d.Clients, c)
-		}
+		c := d.client(byID, id, name)
 		c.Messages = append(c.Messages, m)
 		d.messages++
 		if m.Urgent {
@@ -235,10 +292,14 @@ func loadDigest(ctx context.Context, tx *sql.Tx, loc *time.Location) (*digest, e
 			}
 		}
 	}
+	if err := d.loadRelays(ctx, tx, p, byID); err != nil {
+		return nil, err
+	}
 	if len(byID) > 0 {
 		rows, err := tx.QueryContext(ctx, `
 			SELECT client_id, address FROM client_addresses WHERE client_id IN
-				(SELECT client_id FROM messages WHERE state IN ('held', 'urgent') AND digest_id IS NULL)
+				(SELECT client_id FROM messages WHERE state IN ('held', 'urgent') AND digest_id IS NULL
+				 UNION SELECT client_id FROM relays WHERE `+unreportedRelays+`)
 			ORDER BY channel DESC, address`)
 		if err != nil {
 			return nil, fmt.Errorf("digest: addresses: %w", err)
@@ -390,15 +451,33 @@ func (h *alertHistory) String(loc *time.Location) string {
 }
 
 func (d *digest) subject() string {
-	s := fmt.Sprintf("Check-in: %s from %s", plural(d.messages, "message"), plural(len(d.Clients), "client"))
+	s := fmt.Sprintf("Check-in: %s from %s", plural(d.messages, "message"), plural(d.writers(), "client"))
 	if d.urgent > 0 {
 		s += fmt.Sprintf(", %d urgent", d.urgent)
 	}
-	if len(d.Failures) > 0 {
-		s += fmt.Sprintf(", %s", plural(len(d.Failures), "failed delivery"))
+	if n := d.failureCount(); n > 0 {
+		s += fmt.Sprintf(", %s", plural(n, "failed delivery"))
 	}
 	return s
 }
+
+// failureCount is the failed deliveries the digest reports, relays
+// included.
+func (d *digest) failureCount() int { return len(d.Failures) + d.failedRelays }
+
+// writers is the number of clients with messages in the digest.
+func (d *digest) writers() int {
+	n := 0
+	for _, c := range d.Clients {
+		if len(c.Messages) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// WriterCount is writers, for the templates.
+func (d *digest) WriterCount() int { return d.writers() }
 
 func plural(n int, one string) string {
 	if n == 1 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -54,6 +55,24 @@ type Practice struct {
 	// DigestGrace is how late a check-in digest may be before the
 	// dead-man's switch texts the staff; DefaultDigestGrace when zero.
 	DigestGrace time.Duration
+
+	// Address is the practice mailbox ("practice@example.org"). Each
+	// client's section of a digest offers a reply address built from it
+	// ("practice+r-<token>@example.org"); mail from DigestTo or an
+	// on-call email to it is relayed to the client. Empty: no replies.
+	Address string
+	// RelayTTL is how long a digest's reply addresses work;
+	// DefaultRelayTTL (14 days) when zero.
+	RelayTTL time.Duration
+	// RelayMaxSegments refuses, with an explanation to the sender, replies
+	// to a client by text longer than this many SMS segments;
+	// DefaultRelayMaxSegments (10) when zero.
+	RelayMaxSegments int
+	// SMSRelay makes a text from an on-call or therapist phone that is not
+	// an ACK (or a STOP/START/HELP keyword) a reply to the client of the
+	// latest alert that phone was paged for. Off: such a text is an
+	// ordinary message.
+	SMSRelay bool
 }
 
 // Actions the dispatcher takes on an inbound message, as stored and audited.
@@ -75,7 +94,8 @@ type Result struct {
 	AlertID   int64 // 0 unless the message raised an alert
 	Action    string
 	Urgent    bool
-	Duplicate bool // the message was seen before; this is the first result
+	Duplicate bool  // the message was seen before; this is the first result
+	RelayID   int64 // a reply relayed (or refused) to a client; no MessageID then
 }
 
 // Dispatcher decides what happens to each inbound message. Its fields are
@@ -103,23 +123,57 @@ func (d *Dispatcher) HandleInbound(ctx context.Context, in envelope.Inbound) err
 // policies for a verdict, and writes the replies and forwards to the outbox.
 // An ACK texted from a staff phone (a chain person's or the therapist's)
 // acknowledges an alert instead and is not a client message; its Result
-// has no MessageID and one of the ActionAlertAck… actions. It returns only
-// after the commit.
+// has no MessageID and one of the ActionAlertAck… actions. Mail to a
+// client's reply address (RelayToken set), staff mail answering a digest,
+// and with Practice.SMSRelay other texts from staff phones are replies
+// to relay: the Result has a RelayID and ActionRelay or
+// ActionRelayRefused. A bounce (BounceOf set) also marks the email it
+// reports as undelivered. It returns only after the commit.
 func (d *Dispatcher) Receive(ctx context.Context, in envelope.Inbound) (Result, error) {
 	if !in.Channel.Valid() {
-		return Result{}, fmt.Errorf("dispatch: unknown channel %q", in.Channel)
+		return Result{}, envelope.Permanent("", fmt.Sprintf("dispatch: unknown channel %q", in.Channel))
 	}
 	if in.ProviderID == "" {
-		return Result{}, errors.New("dispatch: message has no provider id")
+		return Result{}, envelope.Permanent("", "dispatch: message has no provider id")
 	}
 	addr := normalizeSender(in.Channel, in.From, d.Practice.PhoneRegion)
+	if in.Channel == envelope.Email && in.RelayToken != "" {
+		// Mail to a client's reply address is never a client message,
+		// whoever sent it.
+		return d.receiveRelay(ctx, in, addr)
+	}
+	if in.Channel == envelope.Email && in.AuthFailed == "" {
+		// Staff pressing Reply on a digest or a confirmation write to the
+		// practice address, not to a client's: tell them, file nothing.
+		if _, ok := d.Practice.staffByEmail(addr); ok {
+			mis, err := d.Store.answersStaffMail(ctx, in)
+			if err != nil {
+				return Result{}, err
+			}
+			if mis {
+				return d.receiveRelay(ctx, in, addr)
+			}
+		}
+	}
+	if addr == "" && in.Channel == envelope.Email {
+		// Mail whose sender could not be read is still filed (and paged
+		// when unsafe), under one placeholder client nobody replies to.
+		addr, in.Automated = unknownSender, true
+		in.Notes = append(slices.Clip(in.Notes), "no readable sender address: not acknowledged")
+	}
 	if addr == "" {
-		return Result{}, errors.New("dispatch: message has no sender")
+		return Result{}, envelope.Permanent("", "dispatch: message has no sender")
 	}
 	if in.Channel == envelope.SMS {
 		if id, ok := parseAck(in.Text); ok {
 			if person, ok := d.Practice.staffByPhone(addr); ok {
 				return d.receiveAck(ctx, in, addr, person, id)
+			}
+		}
+		if d.Practice.SMSRelay && policies.OptOutType(in.OptOut) == policies.KeywordNone &&
+			policies.SMSKeyword(in.Text) == policies.KeywordNone {
+			if person, ok := d.Practice.staffByPhone(addr); ok {
+				return d.receiveSMSRelay(ctx, in, addr, person)
 			}
 		}
 	}
@@ -272,10 +326,12 @@ func (d *Dispatcher) receive(ctx context.Context, tx *sql.Tx, now time.Time, in 
 		r.Action = ActionOptOut
 	case keyword == policies.KeywordStart:
 		r.Action = ActionOptIn
+	case verdict.Urgent:
+		// Before Automated: an unsafe message pages on-call even when it
+		// came with auto-reply headers; only the reply to it is withheld.
+		r.Action = ActionUrgent
 	case in.Automated:
 		r.Action = ActionAutomated
-	case verdict.Urgent:
-		r.Action = ActionUrgent
 	case keyword == policies.KeywordHelp:
 		r.Action = ActionHelp
 	}
@@ -322,12 +378,22 @@ func (d *Dispatcher) receive(ctx context.Context, tx *sql.Tx, now time.Time, in 
 	if r.MessageID, err = res.LastInsertId(); err != nil {
 		return r, err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE clients SET last_channel = ? WHERE id = ?`, in.Channel, c.id); err != nil {
-		return r, fmt.Errorf("dispatch: update client: %w", err)
+	if !in.Automated {
+		// What the client wrote from last is where a relayed reply goes;
+		// an auto-reply from their mailbox does not change it.
+		if _, err := tx.ExecContext(ctx, `UPDATE clients SET last_channel = ?, last_address = ? WHERE id = ?`,
+			in.Channel, addr, c.id); err != nil {
+			return r, fmt.Errorf("dispatch: update client: %w", err)
+		}
 	}
 	ids := auditIDs{client: c.id, message: r.MessageID}
 	if err := audit(ctx, tx, now, "received:"+r.Action, ids); err != nil {
 		return r, err
+	}
+	if in.Channel == envelope.Email && in.BounceOf != "" {
+		if _, err := applyBounce(ctx, tx, now, in.BounceOf, in.BounceStatus); err != nil {
+			return r, err
+		}
 	}
 
 	reply := replyTo(in, addr, c)
@@ -341,7 +407,7 @@ func (d *Dispatcher) receive(ctx context.Context, tx *sql.Tx, now time.Time, in 
 	case ActionUrgent:
 		var paged bool
 		r.AlertID, paged, err = d.raiseAlert(ctx, tx, now, in, addr, c, r.MessageID)
-		if err == nil && !optedOut {
+		if err == nil && !optedOut && !in.Automated {
 			err = d.queueReply(ctx, tx, now, reply, policies.AckUrgent, paged)
 		}
 		if err == nil {
@@ -361,6 +427,10 @@ func (d *Dispatcher) receive(ctx context.Context, tx *sql.Tx, now time.Time, in 
 	}
 	return r, err
 }
+
+// unknownSender files mail with no readable sender address. It is not an
+// address, so nothing is ever sent to it.
+const unknownSender = "(unknown sender)"
 
 // reply is who an acknowledgement goes to and how it threads.
 type reply struct {

@@ -204,6 +204,37 @@ func TestAutomatedMailNeverAcknowledged(t *testing.T) {
 	}
 }
 
+func TestUnsafeAutomatedMailStillPagesOnCall(t *testing.T) {
+	tg := newTestGateway(t, "brief")
+	// An auto-forward or a mail program's odd headers must not hide risk.
+	in := email("client@example.org", "Fwd: tonight", "I took all my pills and wrote goodbye letters")
+	in.Automated = true
+	r := tg.receive(t, in)
+	if r.Action != ActionUrgent || r.AlertID == 0 {
+		t.Fatalf("result %+v, want urgent with an alert", r)
+	}
+	for _, q := range outbox(t, tg.store) {
+		if q.To == "client@example.org" {
+			t.Errorf("replied to automated mail: %+v", q)
+		}
+	}
+}
+
+func TestMailWithoutSenderIsFiled(t *testing.T) {
+	tg := newTestGateway(t, "brief")
+	in := email("", "", "a message whose From header could not be read")
+	r := tg.receive(t, in)
+	if r.MessageID == 0 || r.Action != ActionAutomated {
+		t.Fatalf("result %+v, want filed and not answered", r)
+	}
+	if n := len(outbox(t, tg.store)); n != 0 {
+		t.Fatalf("queued %d replies to nobody", n)
+	}
+	if n := count(t, tg.store, `SELECT count(*) FROM messages WHERE notes LIKE '%no readable sender%'`); n != 1 {
+		t.Fatal("no note for the digest")
+	}
+}
+
 func TestReceiveFailureLeavesNothingHalfWritten(t *testing.T) {
 	tg := newTestGateway(t, "none")
 	// The last write of an urgent message is the outbox row of the reply:

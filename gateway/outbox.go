@@ -39,15 +39,22 @@ type outRow struct {
 	refs                  []string
 	clientID, messageID   int64
 	alertID, digestID     int64
+	relayID               int64
+	due                   time.Time // when it may first be sent; zero means now
 }
 
 func insertOutbox(ctx context.Context, tx *sql.Tx, now time.Time, r outRow) (int64, error) {
+	due := r.due
+	if due.Before(now) {
+		due = now
+	}
 	res, err := tx.ExecContext(ctx, `
 		INSERT INTO outbox (kind, channel, recipient, recipient_name, subject, body, html, in_reply_to, refs,
-			client_id, message_id, alert_id, digest_id, next_attempt_at, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			client_id, message_id, alert_id, digest_id, relay_id, next_attempt_at, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.kind, r.channel, r.to, r.toName, r.subject, r.body, r.html, r.inReplyTo, mustJSON(nonNil(r.refs)),
-		nullID(r.clientID), nullID(r.messageID), nullID(r.alertID), nullID(r.digestID), fmtTime(now), fmtTime(now))
+		nullID(r.clientID), nullID(r.messageID), nullID(r.alertID), nullID(r.digestID), nullID(r.relayID),
+		fmtTime(due), fmtTime(now))
 	if err != nil {
 		return 0, fmt.Errorf("outbox: insert: %w", err)
 	}
@@ -56,7 +63,7 @@ func insertOutbox(ctx context.Context, tx *sql.Tx, now time.Time, r outRow) (int
 		return 0, err
 	}
 	return id, audit(ctx, tx, now, "outbox:queued:"+string(r.kind),
-		auditIDs{client: r.clientID, message: r.messageID, outbox: id, alert: r.alertID, digest: r.digestID})
+		auditIDs{client: r.clientID, message: r.messageID, outbox: id, alert: r.alertID, digest: r.digestID, relay: r.relayID})
 }
 
 // Outbox delivers queued rows through the channel senders: a bounded number
@@ -242,18 +249,18 @@ func (o *Outbox) deliver(ctx context.Context, j job) {
 	rctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	var outcome string
-	var escalated bool
+	var fx effects
 	switch {
 	case err == nil:
 		outcome = "sent"
-		escalated, err = o.Store.markSent(rctx, j, pid)
+		fx, err = o.Store.markSent(rctx, j, pid)
 		o.Metrics.observeSent(j, o.Store.Now())
 		log.Info("outbox sent", "provider_id", string(pid))
 	case envelope.IsPermanent(err) || j.attempts >= o.MaxAttempts:
 		outcome = "failed"
 		code, reason := failure(err, j.attempts)
 		log.Error("outbox failed", "code", code, "reason", reason)
-		escalated, err = o.Store.markFailed(rctx, j, code, reason)
+		fx, err = o.Store.markFailed(rctx, j, code, reason)
 		o.Metrics.observeFailed(j.m)
 	default:
 		outcome = "retry"
@@ -267,8 +274,11 @@ func (o *Outbox) deliver(ctx context.Context, j job) {
 	if err != nil {
 		log.Error("outbox record failed", "outcome", outcome, "err", err)
 	}
-	if escalated && o.OnPageFailed != nil {
+	if fx.escalated && o.OnPageFailed != nil {
 		o.OnPageFailed()
+	}
+	if fx.queued {
+		o.Kick() // a relay's next part or its confirmation
 	}
 }
 
@@ -328,10 +338,24 @@ func (s *Store) OptedOut(ctx context.Context, ch envelope.Channel, address strin
 	return n > 0, nil
 }
 
-// markSent records a send; escalated reports that an early failure report
-// for it brought an alert's next step forward.
-func (s *Store) markSent(ctx context.Context, j job, pid envelope.ProviderID) (escalated bool, err error) {
+// effects are what recording an outcome set off: an alert's next step
+// brought forward, new outbox rows (a relay's next part or confirmation),
+// a failure to count.
+type effects struct {
+	failed, escalated, queued bool
+}
+
+func (fx *effects) add(o effects) {
+	fx.failed = fx.failed || o.failed
+	fx.escalated = fx.escalated || o.escalated
+	fx.queued = fx.queued || o.queued
+}
+
+// markSent records a send and what follows from it: a digest's messages
+// are delivered, early delivery reports apply, a relay moves on.
+func (s *Store) markSent(ctx context.Context, j job, pid envelope.ProviderID) (fx effects, err error) {
 	err = s.batchTx(ctx, func(tx *sql.Tx, now time.Time) error {
+		fx = effects{}
 		res, err := tx.ExecContext(ctx, `
 			UPDATE outbox SET state = 'sent', sent_at = ?, provider_id = ?, error_code = '', error = ''
 			WHERE id = ? AND state = 'sending'`, fmtTime(now), string(pid), j.m.ID)
@@ -346,18 +370,31 @@ func (s *Store) markSent(ctx context.Context, j job, pid envelope.ProviderID) (e
 				return err
 			}
 		}
-		if escalated, err = applyEarlyReports(ctx, tx, now, j.m.Channel, pid); err != nil {
+		if err := audit(ctx, tx, now, "outbox:sent", auditIDs{client: j.m.ClientID, outbox: j.m.ID}); err != nil {
 			return err
 		}
-		return audit(ctx, tx, now, "outbox:sent", auditIDs{client: j.m.ClientID, outbox: j.m.ID})
+		// Early reports first: a relay that already failed is not
+		// confirmed as sent.
+		early, err := applyEarlyReports(ctx, tx, now, j.m.Channel, pid)
+		if err != nil {
+			return err
+		}
+		fx.add(early)
+		if j.m.Kind == envelope.KindRelay {
+			queued, err := relayOutcome(ctx, tx, now, j.m.ID, false, "", "")
+			fx.queued = fx.queued || queued
+			return err
+		}
+		return nil
 	})
-	return escalated, err
+	return fx, err
 }
 
-// markFailed records a permanent failure; escalated reports that the row
-// was an on-call page whose alert now escalates at once.
-func (s *Store) markFailed(ctx context.Context, j job, code, reason string) (escalated bool, err error) {
+// markFailed records a permanent failure and what follows from it: an
+// on-call page escalates its alert at once, a relay's sender is told.
+func (s *Store) markFailed(ctx context.Context, j job, code, reason string) (fx effects, err error) {
 	err = s.batchTx(ctx, func(tx *sql.Tx, now time.Time) error {
+		fx = effects{}
 		res, err := tx.ExecContext(ctx, `
 			UPDATE outbox SET state = 'failed', error_code = ?, error = ? WHERE id = ? AND state = 'sending'`,
 			code, reason, j.m.ID)
@@ -367,6 +404,7 @@ func (s *Store) markFailed(ctx context.Context, j job, code, reason string) (esc
 		if n, _ := res.RowsAffected(); n == 0 {
 			return nil
 		}
+		fx.failed = true
 		if j.m.Kind == envelope.KindDigest {
 			if err := digestFailed(ctx, tx, now, j.m.ID); err != nil {
 				return err
@@ -381,13 +419,18 @@ func (s *Store) markFailed(ctx context.Context, j job, code, reason string) (esc
 			}
 		}
 		if j.m.Kind == envelope.KindOnCall || j.m.Kind == envelope.KindEscalation {
-			if escalated, err = pageFailed(ctx, tx, now, j.m.ID); err != nil {
+			if fx.escalated, err = pageFailed(ctx, tx, now, j.m.ID); err != nil {
+				return err
+			}
+		}
+		if j.m.Kind == envelope.KindRelay {
+			if fx.queued, err = relayOutcome(ctx, tx, now, j.m.ID, true, code, reason); err != nil {
 				return err
 			}
 		}
 		return audit(ctx, tx, now, "outbox:failed", auditIDs{client: j.m.ClientID, outbox: j.m.ID})
 	})
-	return escalated, err
+	return fx, err
 }
 
 func (s *Store) markRetry(ctx context.Context, j job, delay time.Duration, cause error) error {

@@ -213,16 +213,17 @@ func mustJSON(v any) string {
 // audit records one decision, with ids only.
 func audit(ctx context.Context, tx *sql.Tx, now time.Time, event string, ids auditIDs) error {
 	_, err := tx.ExecContext(ctx, `
-		INSERT INTO audit (at, event, client_id, message_id, outbox_id, alert_id, digest_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		fmtTime(now), event, nullID(ids.client), nullID(ids.message), nullID(ids.outbox), nullID(ids.alert), nullID(ids.digest))
+		INSERT INTO audit (at, event, client_id, message_id, outbox_id, alert_id, digest_id, relay_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		fmtTime(now), event, nullID(ids.client), nullID(ids.message), nullID(ids.outbox), nullID(ids.alert), nullID(ids.digest),
+		nullID(ids.relay))
 	if err != nil {
 		return fmt.Errorf("store: audit: %w", err)
 	}
 	return nil
 }
 
-type auditIDs struct{ client, message, outbox, alert, digest int64 }
+type auditIDs struct{ client, message, outbox, alert, digest, relay int64 }
 
 func nullID(id int64) any {
 	if id == 0 {

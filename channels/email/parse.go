@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -181,6 +182,8 @@ func (p *parser) parse(raw []byte, size int64, in *envelope.Inbound) {
 	from, name := p.sender(mh)
 	in.From, in.FromName = from, name
 	in.To = p.recipient(mh)
+	in.RelayToken = p.relayToken(mh)
+	in.AuthFailed = authFailed(mh)
 	rawDate := strings.TrimSpace(mh.Get("Date"))
 	if rawDate != "" {
 		if d, err := mh.Date(); err == nil {
@@ -429,6 +432,48 @@ func (p *parser) recipient(h mail.Header) string {
 		}
 	}
 	return first
+}
+
+// relayToken returns the token of a per-client reply address
+// (practice+r-<token>@example.org) among the recipients, or "". Only
+// plus-addresses of our own addresses count when Ours is set.
+func (p *parser) relayToken(h mail.Header) string {
+	for _, key := range []string{"To", "Cc", "Delivered-To", "X-Original-To"} {
+		for _, v := range h.Values(key) {
+			for _, m := range bareAddrRE.FindAllString(v, -1) {
+				addr := strings.ToLower(cleanAddr(m))
+				at := strings.LastIndexByte(addr, '@')
+				i := strings.Index(addr, "+r-")
+				if at < 0 || i < 0 || i > at {
+					continue
+				}
+				base := addr[:i] + addr[at:]
+				if len(p.opts.Ours) > 0 && !slices.ContainsFunc(p.opts.Ours, func(o string) bool {
+					return strings.EqualFold(strings.TrimSpace(o), base)
+				}) {
+					continue
+				}
+				if tok := addr[i+3 : at]; tok != "" {
+					return tok
+				}
+			}
+		}
+	}
+	return ""
+}
+
+var authFailRE = regexp.MustCompile(`(?i)\b(dmarc|dkim|spf)\s*=\s*fail\b`)
+
+// authFailed names the first sender check that an Authentication-Results
+// header (RFC 8601) reports as failed ("dmarc=fail"), or "". Any such
+// header counts, so a forged "pass" cannot hide a real "fail".
+func authFailed(h mail.Header) string {
+	for _, v := range h.Values("Authentication-Results") {
+		if m := authFailRE.FindStringSubmatch(v); m != nil {
+			return strings.ToLower(m[1]) + "=fail"
+		}
+	}
+	return ""
 }
 
 var msgIDRE = regexp.MustCompile(`<\s*([^<>\s]+?)\s*>`)

@@ -746,3 +746,30 @@ func TestParseRecoversPanic(t *testing.T) {
 		t.Errorf("ProviderID %q, Channel %q", in.ProviderID, in.Channel)
 	}
 }
+
+func TestParseRelayTokenAndAuthResults(t *testing.T) {
+	head := "From: Dr. Rivera <therapist@example.org>\r\nSubject: Re: Check-in\r\nMessage-ID: <t1@example.org>\r\n"
+	tests := []struct {
+		name, headers   string
+		token, authFail string
+	}{
+		{"plus address in To", "To: Practice <practice+r-abc234xyz@example.org>\r\n", "abc234xyz", ""},
+		{"in Cc, any case", "To: someone@example.net\r\nCc: PRACTICE+R-Abc234@Example.org\r\n", "abc234", ""},
+		{"delivered-to only", "To: undisclosed-recipients:;\r\nDelivered-To: practice+r-q7@example.org\r\n", "q7", ""},
+		{"not our address", "To: other+r-abc@example.net\r\n", "", ""},
+		{"plain practice address", "To: practice@example.org\r\n", "", ""},
+		{"dmarc fail", "To: practice+r-abc@example.org\r\nAuthentication-Results: mx.example.org; spf=pass smtp.mailfrom=example.org; dkim=none; dmarc=fail (p=reject) header.from=example.org\r\n",
+			"abc", "dmarc=fail"},
+		{"dkim fail in second header", "To: practice+r-abc@example.org\r\nAuthentication-Results: mx.example.org; dmarc=pass\r\nAuthentication-Results: mx.example.org; dkim=fail reason=\"bad signature\"\r\n",
+			"abc", "dkim=fail"},
+		{"softfail is not fail", "To: practice+r-abc@example.org\r\nAuthentication-Results: mx.example.org; spf=softfail smtp.mailfrom=example.org\r\n", "abc", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := Parse([]byte(head+tt.headers+"\r\nPlease tell her Thursday works.\r\n"), 0, ParseOptions{Ours: []string{"practice@example.org"}})
+			if in.RelayToken != tt.token || in.AuthFailed != tt.authFail {
+				t.Errorf("token %q auth %q, want %q %q", in.RelayToken, in.AuthFailed, tt.token, tt.authFail)
+			}
+		})
+	}
+}

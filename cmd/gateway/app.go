@@ -50,6 +50,7 @@ type Main struct {
 	// SMTPRoots, when set, are trusted for the SMTP server's certificate
 	// (tests and the demo use self-signed ones).
 	SMTPRoots *x509.CertPool
+	IMAPRoots *x509.CertPool // the same, for the IMAP server
 
 	Store      *gateway.Store
 	Dispatcher *gateway.Dispatcher
@@ -58,6 +59,7 @@ type Main struct {
 	Runner     *schedule.Runner
 	Escalator  *gateway.Escalator
 	Reconciler *sms.Reconciler // nil when SMS is off
+	Watcher    *email.Watcher  // nil when email is off
 
 	ln       net.Listener
 	http     *http.Server
@@ -136,7 +138,7 @@ func (m *Main) Open(ctx context.Context) error {
 		wh, err := sms.NewWebhook(sms.WebhookConfig{
 			AuthToken: c.SMS.AuthToken, AccountSID: c.SMS.AccountSID, PublicURL: c.HTTP.PublicURL,
 			Logger: m.Logger.With("component", "twilio"),
-		}, m.Dispatcher, &gateway.StatusRecorder{Store: m.Store, Metrics: metrics, OnPageFailed: m.Escalator.Kick})
+		}, m.Dispatcher, &gateway.StatusRecorder{Store: m.Store, Metrics: metrics, Outbox: m.Outbox, OnPageFailed: m.Escalator.Kick})
 		if err != nil {
 			m.Store.Close()
 			return fmt.Errorf("config: sms: %w", err)
@@ -158,6 +160,24 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	// The signed one-time link is the permission: no admin token.
 	mux.Handle("/ack/", m.Escalator.AckHandler())
+	if c.Email.Enabled {
+		im := c.Email.IMAP
+		m.Watcher, err = email.NewWatcher(email.IMAPConfig{
+			Addr: im.Addr, Security: im.Security, AllowPlain: im.AllowPlain,
+			Username: im.Username, Password: im.Password,
+			Mailbox: c.Email.Mailbox, MoveTo: c.Email.MoveTo, Poll: c.Email.PollEvery,
+			TLSConfig: tlsRoots(m.IMAPRoots),
+			Parse: email.ParseOptions{
+				MaxSize: int64(c.Email.MaxSizeMB) << 20,
+				Ours:    []string{c.Email.Address},
+			},
+			Logger: m.Logger.With("component", "imap"),
+		}, m.Dispatcher, m.Store)
+		if err != nil {
+			m.Store.Close()
+			return fmt.Errorf("config: email.imap: %w", err)
+		}
+	}
 	mux.HandleFunc("GET /healthz", m.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	m.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
@@ -174,7 +194,7 @@ func (m *Main) senders() (map[envelope.Channel]envelope.Sender, error) {
 	c := m.Config
 	out := map[envelope.Channel]envelope.Sender{}
 	mail, err := email.NewSender(email.SMTPConfig{
-		Addr: c.Email.SMTP.Addr, Security: c.Email.SMTP.Security,
+		Addr: c.Email.SMTP.Addr, Security: c.Email.SMTP.Security, AllowPlain: c.Email.SMTP.AllowPlain,
 		Username: c.Email.SMTP.Username, Password: c.Email.SMTP.Password,
 		From: c.Email.Address, FromName: c.Email.FromName, TLSConfig: tlsRoots(m.SMTPRoots),
 	})
@@ -262,6 +282,13 @@ func (m *Main) Start(ctx context.Context) {
 	if m.Reconciler != nil {
 		m.wg.Go(func() { m.Reconciler.Run(ctx) })
 	}
+	if m.Watcher != nil {
+		m.wg.Go(func() {
+			if err := m.Watcher.Run(ctx); err != nil && ctx.Err() == nil {
+				m.Logger.Error("imap watcher stopped", "err", err)
+			}
+		})
+	}
 }
 
 // purgeLoop deletes delivered messages past the retention period.
@@ -339,6 +366,7 @@ type health struct {
 	Outbox      string    `json:"outbox"`
 	Checkins    string    `json:"checkins"`
 	Escalation  string    `json:"escalation"`
+	Email       string    `json:"email,omitempty"`
 	LastCheckin time.Time `json:"last_checkin,omitzero"`
 	NextCheckin time.Time `json:"next_checkin,omitzero"`
 }
@@ -354,6 +382,16 @@ func (m *Main) healthz(w http.ResponseWriter, r *http.Request) {
 	// The escalator turns at least once a minute.
 	if alive := m.Escalator.Alive(); time.Since(alive) > 5*time.Minute {
 		h.Status, h.Escalation = "fail", "stalled"
+	}
+	if m.Watcher != nil {
+		// A reconnect is normal; an hour without reaching the mailbox is not.
+		h.Email = "ok"
+		if !m.Watcher.Healthy() {
+			h.Email = "reconnecting"
+			if time.Since(m.Watcher.LastSync()) > time.Hour && time.Since(m.started) > time.Hour {
+				h.Status, h.Email = "fail", "unreachable"
+			}
+		}
 	}
 	if !m.runnerUp.Load() {
 		h.Status, h.Checkins = "fail", "stopped"

@@ -13,6 +13,7 @@ import (
 	_ "time/tzdata" // zones load in minimal containers too
 
 	"github.com/BurntSushi/toml"
+	"github.com/therapistinbox/gateway/channels/email"
 	"github.com/therapistinbox/gateway/gateway"
 	"github.com/therapistinbox/gateway/policies"
 	"github.com/therapistinbox/gateway/schedule"
@@ -49,6 +50,11 @@ type PracticeConfig struct {
 	// TherapistPhone is paged (with everyone) when nobody in the on-call
 	// chain acknowledges, and told when a digest did not go out.
 	TherapistPhone string `toml:"therapist_phone"`
+	// Replies from the digest: how long a reply address works, the longest
+	// text relayed by SMS, and whether on-call staff may relay by SMS.
+	RelayTTL         time.Duration `toml:"relay_ttl"`
+	RelayMaxSegments int           `toml:"relay_max_segments"`
+	SMSRelay         bool          `toml:"sms_relay"`
 }
 
 // CheckinConfig lists when the therapist reads messages.
@@ -159,12 +165,18 @@ type EmailConfig struct {
 	SMTP     MailServer `toml:"smtp"`
 	IMAP     MailServer `toml:"imap"`
 	Mailbox  string     `toml:"mailbox"`
+	// MoveTo is where processed client mail is moved; when empty it stays
+	// in Mailbox, flagged \Seen.
+	MoveTo    string        `toml:"move_to"`
+	PollEvery time.Duration `toml:"poll_every"`  // for servers without IDLE
+	MaxSizeMB int           `toml:"max_size_mb"` // larger mail is recorded from its header only
 }
 
 // MailServer is how to reach an IMAP or SMTP server.
 type MailServer struct {
 	Addr         string `toml:"addr"`
 	Security     string `toml:"security"` // "tls", "starttls" or "none"
+	AllowPlain   bool   `toml:"allow_plain"`
 	Username     string `toml:"username"`
 	Password     string `toml:"password"`
 	PasswordFile string `toml:"password_file"`
@@ -176,6 +188,7 @@ func Defaults() Config {
 		Practice: PracticeConfig{
 			TimeZone: "America/New_York", PhoneRegion: "US",
 			CrisisLine: "988 (call or text)", Emergency: "911", UrgentKeyword: "URGENT",
+			RelayTTL: gateway.DefaultRelayTTL, RelayMaxSegments: gateway.DefaultRelayMaxSegments,
 		},
 		Acks:   AckConfig{Repeat: "brief", BriefAfter: 4 * time.Hour},
 		Store:  StoreConfig{Path: "/var/lib/gateway/gateway.db", RetentionDays: 90},
@@ -184,7 +197,7 @@ func Defaults() Config {
 		Escalate: EscalationConfig{
 			RepeatEvery: gateway.DefaultRepeatEvery, DigestGrace: gateway.DefaultDigestGrace,
 		},
-		Email: EmailConfig{Mailbox: "INBOX"},
+		Email: EmailConfig{Mailbox: "INBOX", PollEvery: email.DefaultPoll, MaxSizeMB: 10},
 	}
 }
 
@@ -329,7 +342,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if _, err := policies.NewTriage(p.UrgentKeyword, c.Triage.Extra); err != nil {
-		bad("triage.extra", "%v", err)
+		errs = append(errs, err)
 	}
 
 	for i, cl := range c.Clients {
@@ -377,6 +390,15 @@ func (c *Config) Validate() error {
 		if _, err := gateway.NormalizePhone(p.TherapistPhone, p.PhoneRegion); err != nil {
 			bad("practice.therapist_phone", "%v; write it in E.164 form, e.g. \"+15550100800\"", err)
 		}
+	}
+	if p.RelayTTL < time.Hour {
+		bad("practice.relay_ttl", "%v is too short; write how long a digest's reply addresses work, at least \"1h\" (default \"336h\", 14 days)", p.RelayTTL)
+	}
+	if p.RelayMaxSegments < 1 || p.RelayMaxSegments > 10 {
+		bad("practice.relay_max_segments", "is %d; write 1 to 10 (default 10): longer replies to texting clients are refused with an explanation", p.RelayMaxSegments)
+	}
+	if p.SMSRelay && !c.SMS.Enabled {
+		bad("practice.sms_relay", "needs sms.enabled = true; turn SMS on or set sms_relay = false")
 	}
 	e := c.Escalate
 	if e.RepeatEvery < time.Minute {
@@ -459,8 +481,8 @@ func (c *Config) Validate() error {
 			switch s.Security {
 			case "tls", "starttls":
 			case "none":
-				if h, _, _ := net.SplitHostPort(s.Addr); !isLoopback(h) {
-					bad(key+".security", "\"none\" sends passwords in clear; use \"tls\" or \"starttls\" (plain is for loopback only)")
+				if h, _, _ := net.SplitHostPort(s.Addr); !isLoopback(h) && !s.AllowPlain {
+					bad(key+".security", "\"none\" sends passwords and mail in clear; use \"tls\" or \"starttls\" (plain is for loopback only, unless %s.allow_plain = true)", key)
 				}
 			default:
 				bad(key+".security", "%q is not a choice; write \"tls\", \"starttls\" or \"none\"", s.Security)
@@ -472,6 +494,18 @@ func (c *Config) Validate() error {
 		checkServer("email.smtp", c.Email.SMTP)
 		if c.Email.Enabled {
 			checkServer("email.imap", c.Email.IMAP)
+			if strings.TrimSpace(c.Email.Mailbox) == "" {
+				bad("email.mailbox", "is empty; write the folder clients' mail arrives in, usually \"INBOX\"")
+			}
+			if c.Email.MoveTo != "" && strings.EqualFold(c.Email.MoveTo, c.Email.Mailbox) {
+				bad("email.move_to", "is the watched mailbox itself; name another folder, e.g. \"Gateway\", or leave it empty to flag mail \\Seen")
+			}
+			if c.Email.PollEvery < 10*time.Second {
+				bad("email.poll_every", "%v is too often; write at least \"10s\" (default \"1m\")", c.Email.PollEvery)
+			}
+			if c.Email.MaxSizeMB < 1 || c.Email.MaxSizeMB > 100 {
+				bad("email.max_size_mb", "is %d; write a size from 1 to 100 (default 10)", c.Email.MaxSizeMB)
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -550,7 +584,9 @@ func (c *Config) PracticeInfo() gateway.Practice {
 		UrgentKeyword: c.Practice.UrgentKeyword, PhoneRegion: c.Practice.PhoneRegion,
 		EmptyDigest: c.Checkins.SendEmpty,
 		RepeatEvery: c.Escalate.RepeatEvery, DigestGrace: c.Escalate.DigestGrace,
-		AckURL: strings.TrimRight(c.HTTP.PublicURL, "/"),
+		AckURL:  strings.TrimRight(c.HTTP.PublicURL, "/"),
+		Address: strings.ToLower(c.Email.Address), RelayTTL: c.Practice.RelayTTL,
+		RelayMaxSegments: c.Practice.RelayMaxSegments, SMSRelay: c.Practice.SMSRelay,
 	}
 	if c.Practice.TherapistPhone != "" {
 		n, _ := gateway.NormalizePhone(c.Practice.TherapistPhone, c.Practice.PhoneRegion)

@@ -86,7 +86,7 @@ func lineFor(lines []string, key string) (string, bool) {
 // way cmdDemo fills them.
 func demoText(t *testing.T) string {
 	t.Helper()
-	return strings.NewReplacer("{{LISTEN}}", "127.0.0.1:8080", "{{SMTP}}", "127.0.0.1:2525", "{{TWILIO}}", "http://127.0.0.1:4010",
+	return strings.NewReplacer("{{LISTEN}}", "127.0.0.1:8080", "{{SMTP}}", "127.0.0.1:2525", "{{IMAP}}", "127.0.0.1:1143", "{{TWILIO}}", "http://127.0.0.1:4010",
 		"{{DB}}", filepath.Join(t.TempDir(), "gateway.db"), "{{SID}}", demoAccountSID).Replace(demoConfig)
 }
 

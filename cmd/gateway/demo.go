@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/emersion/go-message/mail"
 	"github.com/therapistinbox/gateway/channels/email/mailtest"
 	"github.com/therapistinbox/gateway/channels/sms/twiliotest"
+	"github.com/therapistinbox/gateway/gateway"
 	"github.com/therapistinbox/gateway/gateway/envelope"
 )
 
@@ -37,8 +39,8 @@ const (
 
 // demoConfigFor fills the embedded demo config with the stand-ins'
 // addresses and the demo's fictional Twilio token.
-func demoConfigFor(listen, smtpAddr, twilioURL, db string) (*Config, error) {
-	text := strings.NewReplacer("{{LISTEN}}", listen, "{{SMTP}}", smtpAddr, "{{TWILIO}}", twilioURL,
+func demoConfigFor(listen, smtpAddr, imapAddr, twilioURL, db string) (*Config, error) {
+	text := strings.NewReplacer("{{LISTEN}}", listen, "{{SMTP}}", smtpAddr, "{{IMAP}}", imapAddr, "{{TWILIO}}", twilioURL,
 		"{{DB}}", db, "{{SID}}", demoAccountSID).Replace(demoConfig)
 	return ParseConfig(text, func(k string) string {
 		if k == "GATEWAY_TWILIO_AUTH_TOKEN" {
@@ -64,6 +66,8 @@ var demoStory = []demoStep{
 		Text: "Hello, could we move next week's appointment to Thursday afternoon?\n\nThanks,\nJordan"}},
 	{"Alex texts something that cannot wait", envelope.Inbound{Channel: envelope.SMS, From: "+15550100001",
 		Text: "i cant keep myself safe tonight. been counting my pills"}},
+	{"Dr. Okafor, on call, answers the page", envelope.Inbound{Channel: envelope.SMS, From: "+15550100900",
+		Text: "ACK"}},
 }
 
 // cmdDemo runs the gateway on an embedded config against loopback
@@ -88,12 +92,17 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	defer smtpSrv.Close()
 	twilio := twiliotest.Start(demoAccountSID)
 	defer twilio.Close()
+	mailbox, err := startDemoIMAP()
+	if err != nil {
+		return fmt.Errorf("demo: IMAP stand-in: %w", err)
+	}
+	defer mailbox.Close()
 
 	listen, err := freeLoopbackAddr()
 	if err != nil {
 		return err
 	}
-	cfg, err := demoConfigFor(listen, smtpSrv.Addr, twilio.URL, filepath.Join(dir, "gateway.db"))
+	cfg, err := demoConfigFor(listen, smtpSrv.Addr, mailbox.addr, twilio.URL, filepath.Join(dir, "gateway.db"))
 	if err != nil {
 		return fmt.Errorf("demo: config: %w", err)
 	}
@@ -109,7 +118,7 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 
 	fmt.Fprintf(stdout, "Gateway demo: %s's practice, check-ins %s (%s).\n", cfg.Practice.Therapist,
 		strings.Join(cfg.Checkins.Times, " and "), cfg.Practice.TimeZone)
-	fmt.Fprintf(stdout, "Loopback stand-ins: Twilio API at %s, SMTP at %s.\n\n", twilio.URL, smtpSrv.Addr)
+	fmt.Fprintf(stdout, "Loopback stand-ins: Twilio API at %s, SMTP at %s, IMAP at %s.\n\n", twilio.URL, smtpSrv.Addr, mailbox.addr)
 	for i, step := range demoStory {
 		in := step.in
 		in.ReceivedAt = time.Now()
@@ -118,26 +127,28 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 			// Texts go the whole way: a signed webhook to our own server.
 			in.ProviderID, err = postWebhook(ctx, cfg, i, in)
 		} else {
-			// Until the IMAP watcher lands, email enters at the dispatcher.
-			in.ProviderID = envelope.ProviderID(fmt.Sprintf("demo-%d-%d@example.org", i, time.Now().UnixNano()))
-			_, err = m.Dispatcher.Receive(ctx, in)
+			// Mail goes the whole way too: into the mailbox, where the
+			// gateway's IMAP watcher sees it arrive.
+			in.ProviderID, err = mailbox.deliver(in, cfg.Email.Address)
 		}
 		if err != nil {
 			return err
 		}
-		res, err := m.Store.Lookup(ctx, in.Channel, in.ProviderID)
+		action, err := demoOutcome(ctx, m, in)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%d. %s: %s -> %s\n", i+1, step.note, quote(in.Text), describe(res.Action))
+		fmt.Fprintf(stdout, "%d. %s: %s -> %s\n", i+1, step.note, quote(in.Text), describe(action))
 	}
 
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	texts, err := twilio.Wait(wctx, 3)
+	// The ack and the urgent reply to Alex, the page, the ACK's confirmation.
+	texts, err := twilio.Wait(wctx, 4)
 	if err != nil {
 		return fmt.Errorf("demo: waiting for texts: %w", err)
 	}
+	// The ack to Jordan and the on-call email.
 	if _, err := smtpSrv.Wait(wctx, 2); err != nil {
 		return fmt.Errorf("demo: waiting for mail: %w", err)
 	}
@@ -203,6 +214,26 @@ func postWebhook(ctx context.Context, cfg *Config, i int, in envelope.Inbound) (
 	return envelope.ProviderID(sid), nil
 }
 
+// demoOutcome waits for the gateway to file in (mail arrives through the
+// watcher, so not at once) and returns what it decided.
+func demoOutcome(ctx context.Context, m *Main, in envelope.Inbound) (string, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := m.Store.Lookup(ctx, in.Channel, in.ProviderID)
+		if err == nil {
+			return res.Action, nil
+		}
+		if in.Channel == envelope.SMS && strings.EqualFold(strings.TrimSpace(in.Text), "ack") {
+			// Staff messages are not client messages: no Lookup row.
+			return "alert_ack", nil
+		}
+		if !errors.Is(err, gateway.ErrNotFound) || time.Now().After(deadline) {
+			return "", fmt.Errorf("demo: message not filed: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // freeLoopbackAddr finds a free port on 127.0.0.1, so the demo knows its
 // public URL (Twilio signs it) before the gateway listens.
 func freeLoopbackAddr() (string, error) {
@@ -224,6 +255,7 @@ func describe(action string) string {
 		"opt_out":    "opted out",
 		"opt_in":     "opted back in",
 		"help":       "help text sent",
+		"alert_ack":  "alert acknowledged: nobody else will be paged",
 	}[action]
 }
 

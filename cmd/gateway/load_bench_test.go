@@ -30,11 +30,12 @@ func startBenchGateway(b *testing.B) (*Main, *twiliotest.Server) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg, err := demoConfigFor(listen, smtpSrv.Addr, tw.URL, filepath.Join(b.TempDir(), "gateway.db"))
+	cfg, err := demoConfigFor(listen, smtpSrv.Addr, "127.0.0.1:1", tw.URL, filepath.Join(b.TempDir(), "gateway.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	cfg.Outbox.Concurrency = 16
+	cfg.Email.Enabled = false // SMS load only
 	m := &Main{Config: cfg}
 	if err := m.Open(context.Background()); err != nil {
 		b.Fatal(err)

@@ -37,7 +37,7 @@ func TestLoadRefusesNonLoopback(t *testing.T) {
 }
 
 func TestCheckWarnsAboutLongSMSWording(t *testing.T) {
-	cfg, err := demoConfigFor("127.0.0.1:8080", "127.0.0.1:2525", "http://127.0.0.1:4010", t.TempDir()+"/g.db")
+	cfg, err := demoConfigFor("127.0.0.1:8080", "127.0.0.1:2525", "127.0.0.1:1143", "http://127.0.0.1:4010", t.TempDir()+"/g.db")
 	if err != nil {
 		t.Fatal(err)
 	}

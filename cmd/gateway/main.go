@@ -5,6 +5,7 @@
 //	gateway serve   -config FILE   run the daemon
 //	gateway check   -config FILE   validate the config, show check-ins and wording
 //	gateway digest  -config FILE --now   run a check-in by hand
+//	gateway audit   -config FILE [--with-text] CLIENT   a client's timeline
 //	gateway demo                   play a short story through loopback stand-ins
 //	gateway version
 package main
@@ -31,6 +32,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdout io.Wri
 	"demo":    cmdDemo,
 	"version": cmdVersion,
 	"load":    cmdLoad,
+	"audit":   cmdAudit,
 }
 
 func main() {
