@@ -1,13 +1,11 @@
 package policies
 
 import (
-	"cmp"
 	"errors"
-	"fmt"
-	"maps"
+	"math"
 	"slices"
 	"strings"
-	"unicode"
+	"sync"
 )
 
 // Verdict is what Triage makes of a message. The gateway forwards an urgent
@@ -18,14 +16,14 @@ import (
 type Verdict struct {
 	Urgent     bool
 	Category   string   // "" when routine; else one of the Category* constants
-	Evidence   []string // the matched words/phrases, lower case, in the order they appear
+	Evidence   []string // the client's words that decided it, lower case, in message order
 	Confidence float64  // 0..1: how strongly the evidence points to Category; 0 when routine
 }
 
-// The triage categories. When a message matches several, Verdict.Category
-// is the first in this list's order of precedence: suicide,
-// medical-emergency, harm-to-others, abuse, self-harm, acute-crisis,
-// client-marked-urgent.
+// The triage categories. When a message matches several about equally,
+// Verdict.Category is the first in this order of precedence: suicide,
+// medical-emergency, harm-to-others, abuse, self-harm, acute-crisis; the
+// client's own urgent keyword counts only when nothing else does.
 const (
 	CategorySuicide      = "suicide"
 	CategorySelfHarm     = "self-harm"
@@ -36,477 +34,387 @@ const (
 	CategoryMarkedUrgent = "client-marked-urgent"
 )
 
-// categories in order of precedence.
-var categories = []string{
-	CategorySuicide, CategoryMedical, CategoryHarmToOthers, CategoryAbuse,
-	CategorySelfHarm, CategoryCrisis, CategoryMarkedUrgent,
-}
-
-// Phrase weights: how strongly one phrase alone points to its category.
+// Defaults for the lexicon's settings.
 const (
-	weightStrong   = 0.9 // says it outright: "kill myself", "chest pain"
-	weightIndirect = 0.7 // common indirect or slang forms: "better off without me"
-	weightWeak     = 0.5 // often benign, urgent only because of doubt: "hurt myself"
-	weightExtra    = 0.8 // phrases the practice added in config
-	weightKeyword  = 1.0 // the client marked it urgent
-	negatedFactor  = 0.5 // a phrase with "not"/"never"... just before it still counts, at this fraction
-	negationWindow = 3   // tokens before a phrase searched for a negation
-	blank          = "~" // separates subject from body so no phrase spans both; normalize never produces it
+	defaultThreshold      = 0.5  // a category at least this strong is urgent
+	defaultNegationFactor = 0.5  // "I'm not suicidal" counts at half weight
+	defaultNegationWindow = 3    // words before a match searched for a negation
+	defaultMentionFactor  = 0.4  // a single word in quotes ("'kms' is our group chat's word") is talked about, not said
+	defaultPrecedenceGap  = 0.15 // a category this close to the strongest wins if it comes first
+	defaultCrossThreshold = 0.6  // hints of several categories together this strong are urgent too
+	weightExtra           = 0.8  // phrases the practice added in config ([triage.extra])
 )
 
-// negations lower a phrase's weight when they come just before it ("I'm not
-// suicidal"). They never clear it: triage leans towards urgent.
-var negations = map[string]bool{
-	"not": true, "no": true, "never": true, "isnt": true, "wasnt": true,
-	"dont": true, "didnt": true, "doesnt": true, "nor": true,
-}
-
-type phrase struct {
-	text   string
-	weight float64
-}
-
-// builtin is the first, deliberately small phrase list. Phrases are written
-// naturally and normalized like message text, so "don't want to wake up"
-// also matches "dont wanna wake up" and "do not want to wake up".
-var builtin = map[string][]phrase{
-	CategorySuicide: join(
-		weighted(weightStrong,
-			"kill myself", "killing myself", "kms", "suicide", "suicidal", "unalive", "un-alive",
-			"end my life", "ending my life", "end it all", "take my own life", "take my life",
-			"took all my pills", "took all of my pills", "took the whole bottle",
-			"hang myself", "hanging myself", "shoot myself", "sewer slide",
-			"want to die", "wish I was dead", "wish I were dead", "better off dead",
-			"better off without me", "don't want to live", "don't want to be alive",
-			"don't want to wake up", "no reason to live", "nothing to live for",
-			"not worth living", "jump off a bridge", "jump in front of a train"),
-		weighted(weightIndirect,
-			"don't want to be here anymore", "don't want to exist", "want to disappear",
-			"tired of living", "tired of being alive", "no point in living", "no point living",
-			"everyone would be better off", "won't be around much longer",
-			"won't be here much longer", "sleep forever", "never wake up", "this is goodbye",
-			"goodbye forever", "final goodbye", "ready to die", "wish I could die",
-			"end it tonight", "can't go on living", "written a note", "wrote a note"),
-	),
-	CategorySelfHarm: join(
-		weighted(weightStrong,
-			"cut myself", "cutting myself", "cutting again", "self harm", "selfharm",
-			"self harming", "self harmed", "harm myself", "harming myself",
-			"burn myself", "burning myself", "burned myself"),
-		weighted(weightIndirect, "hurting myself", "hitting myself", "starving myself"),
-		weighted(weightWeak, "hurt myself", "hit myself"),
-	),
-	CategoryHarmToOthers: join(
-		weighted(weightStrong, cross(
-			[]string{"kill", "stab", "shoot", "strangle"}, others)...),
-		weighted(weightStrong, cross(
-			[]string{"going to hurt", "want to hurt"}, others)...),
-		weighted(weightStrong, "homicidal", "hurt someone", "hurt somebody", "hurt people"),
-		weighted(weightIndirect, "make them pay", "make him pay", "make her pay",
-			"violent thoughts", "get a gun", "bring a gun"),
-	),
-	CategoryAbuse: join(
-		weighted(weightStrong, cross(abusers, []string{
-			"hit me", "hits me", "beat me", "beats me", "choked me", "chokes me",
-			"strangled me", "slapped me", "slaps me", "kicked me", "punched me",
-			"raped me", "attacked me", "threatened to kill me", "pushed me", "shoved me",
-			"won't let me leave", "locked me in"})...),
-		weighted(weightStrong, cross(abusersNow, []string{
-			"hurting me", "hitting me", "beating me", "threatening me", "killing me"})...),
-		// Often said in jest ("my mom is gonna kill me when she sees this"),
-		// so weaker; still urgent.
-		weighted(weightIndirect, cross(abusersNow, []string{"going to kill me"})...),
-		weighted(weightStrong, "raped", "rape", "sexually assaulted", "sexual assault",
-			"assaulted me", "being abused", "abusing me", "abused me", "abuses me",
-			"he'll kill me", "she'll kill me", "he'll hurt me", "she'll hurt me"),
-		weighted(weightIndirect, "afraid to go home", "scared to go home", "not safe at home",
-			"don't feel safe at home", "domestic violence"),
-	),
-	CategoryMedical: join(
-		weighted(weightStrong,
-			"chest pain", "chest pains", "my chest hurts", "can't breathe", "hard to breathe",
-			"trouble breathing", "struggling to breathe", "not breathing", "heart attack",
-			"having a stroke", "a stroke", "seizure", "passed out", "fainted", "unconscious",
-			"won't wake up", "bleeding a lot", "won't stop bleeding", "lots of blood",
-			"coughing up blood", "vomiting blood", "overdose", "overdosed", "overdosing",
-			"od", "oded", "i od'd", "took too many pills", "took too many", "took too much",
-			"poisoned", "allergic reaction", "anaphylaxis", "throat is closing",
-			"face is drooping", "numb on one side", "emergency room"),
-	),
-	CategoryCrisis: join(
-		weighted(weightStrong,
-			"can't keep myself safe", "can't stay safe", "don't feel safe", "not safe right now",
-			"I'm not safe", "in danger", "I'm in immediate danger", "hearing voices", "voices telling me",
-			"voices are telling me", "I'm in crisis", "in a crisis", "having a crisis",
-			"mental health crisis", "emergency", "having a panic attack",
-			"feel like I'm dying"),
-		weighted(weightIndirect,
-			"can't go on", "can't do this anymore", "can't take it anymore", "can't cope",
-			"having a breakdown", "mental breakdown", "nervous breakdown", "losing control",
-			"please help me", "help me please", "I need help now", "need help right now",
-			"I'm dying"),
-		weighted(weightWeak, "killing me"),
-	),
-}
-
-// others are the people a threat of harm can name.
-var others = []string{
-	"him", "her", "them", "you", "someone", "somebody", "everyone", "people",
-	"my husband", "my wife", "my partner", "my boyfriend", "my girlfriend", "my ex",
-	"my boss", "my mom", "my dad", "my mother", "my father", "my brother", "my sister",
-	"my son", "my daughter", "my kids", "my baby", "my child", "my roommate",
-	"my neighbor", "my neighbour", "my coworker",
-}
-
-// abusers are who a report of abuse usually names; abusersNow the same in
-// the present continuous ("he's hurting me", "my husband is hurting me").
-var (
-	abusers = []string{
-		"he", "she", "they", "my husband", "my wife", "my partner", "my boyfriend",
-		"my girlfriend", "my ex", "my dad", "my mom", "my father", "my mother",
-		"my stepdad", "my stepmom", "my stepfather", "my stepmother", "my brother",
-		"my sister", "my uncle", "my boss",
-	}
-	abusersNow = append([]string{"he's", "she's", "they're"}, suffix(abusers[3:], " is")...)
-)
-
-// idioms are figures of speech: a phrase that shares words with one does
-// not count, so "this traffic is killing me" and "I'm dying to see you" stay
-// routine. A longer phrase that holds a whole idiom still counts ("my
-// husband is killing me" holds "is killing me").
-var idioms = []string{
-	"hit me up", "hits me up", "it hit me", "is killing me", "are killing me", "it's killing me", "you're killing me",
-	"killing me with", "killing it", "killed it", "kill time", "killing time",
-	"kill for a", "would kill for", "could kill for",
-	"dying to", "to die for", "died laughing", "dying laughing", "dying of laughter",
-	"dying lol", "dying lmao", "dying haha", "bored to death", "scared to death",
-	"sick to death", "dead tired", "gave me a heart attack", "almost had a heart attack",
-	"nearly had a heart attack", "stroke of luck", "stroke of genius",
-	"not an emergency", "isn't an emergency", "no emergency", "non-emergency",
-	"not really an emergency", "emergency contact", "crisis line", "crisis text line",
-}
-
-// keywordGuards wrap the urgent keyword in the ways a message says it is
-// NOT urgent, or repeats our own instruction ("start a text with URGENT")
-// quoted back; they are handled like idioms. %s is the keyword.
-var keywordGuards = []string{
-	"not %s", "non %s", "isn't %s", "nothing %s", "not that %s", "not very %s",
-	"not super %s", "not really %s", "wasn't %s", "no %s",
-	"text with %s", "message with %s", "subject with %s", "starts with %s",
-	"start with %s",
-}
-
-// Triage classifies message text. It is immutable after NewTriage, so it is
-// safe for concurrent use.
+// Triage classifies message text against a lexicon of rules. It is
+// immutable after NewTriage, so it is safe for concurrent use.
 type Triage struct {
-	rules   []rule
-	idioms  []string // normalized and padded with spaces
-	keyword string   // normalized and padded
+	lx   *lexicon
+	pool sync.Pool // *scratch
 }
 
-type rule struct {
-	match    string // normalized and padded with spaces: " kill myself "
-	evidence string // as written, lower case
-	category string
-	weight   float64
-}
-
-// NewTriage builds a triage with the client-facing urgent keyword (e.g.
-// "URGENT"; matched as a whole word anywhere, any case, except in "not
-// urgent" and the like) and extra phrases per category from config (may be
-// nil). It returns an error, naming every problem, for an unknown category,
-// a phrase with no words in it, or an empty keyword.
-func NewTriage(urgentKeyword string, extra map[string][]string) (*Triage, error) {
+// NewTriage builds a triage from the built-in lexicon (lexicon.txt, whose
+// header documents the format), the client-facing urgent keyword (e.g.
+// "URGENT": matched as a whole word anywhere, any case, except in "not
+// urgent" and the like), extra phrases per category from config (may be
+// nil) and extra lexicon files' contents in the same format as the
+// built-in one. It returns every problem found, joined; a problem in a
+// lexicon is a *LexiconError naming the file and line.
+func NewTriage(urgentKeyword string, extra map[string][]string, lexicons ...[]byte) (*Triage, error) {
 	var errs []error
-	t := &Triage{}
-
 	kw := normalize(urgentKeyword)
-	if kw == "" {
+	switch {
+	case kw == "":
 		errs = append(errs, errors.New("triage: the urgent keyword is empty; clients are told to start urgent messages with it, e.g. URGENT"))
-	} else {
-		t.keyword = " " + kw + " "
-		for _, g := range keywordGuards {
-			t.idioms = append(t.idioms, " "+normalize(fmt.Sprintf(g, kw))+" ")
-		}
+	case strings.Contains(kw, " "):
+		errs = append(errs, errors.New("triage: the urgent keyword must be one word, e.g. URGENT"))
 	}
-	for _, s := range idioms {
-		t.idioms = append(t.idioms, " "+normalize(s)+" ")
+	l := newLexicon(kw)
+	errs = append(errs, l.parse(builtinLexicon, 0)...)
+	for i, b := range lexicons {
+		errs = append(errs, l.parse(b, i+1)...)
 	}
-
-	seen := map[[2]string]bool{}
-	add := func(category, text string, weight float64) bool {
-		n := normalize(text)
-		if n == "" {
-			return false
-		}
-		if key := [2]string{category, n}; !seen[key] {
-			seen[key] = true
-			t.rules = append(t.rules, rule{" " + n + " ", strings.ToLower(strings.TrimSpace(text)), category, weight})
-		}
-		return true
-	}
-	for _, c := range categories {
-		for _, p := range builtin[c] {
-			add(c, p.text, p.weight)
-		}
-	}
-	for _, c := range slices.Sorted(maps.Keys(extra)) {
-		if !slices.Contains(categories, c) {
-			errs = append(errs, fmt.Errorf("triage: extra phrases for %q: unknown category; the categories are %s", c, strings.Join(categories, ", ")))
-			continue
-		}
-		for i, p := range extra[c] {
-			if !add(c, p, weightExtra) {
-				errs = append(errs, fmt.Errorf("triage: extra phrases for %q [%d]: %q has no words to match", c, i, p))
-			}
-		}
-	}
+	errs = append(errs, l.compile(extra)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	t := &Triage{lx: l}
+	t.pool.New = func() any { return newScratch(l) }
 	return t, nil
+}
+
+func newLexicon(keyword string) *lexicon {
+	return &lexicon{
+		sets: map[string]*wordSet{}, rawSets: map[string]*rawSet{}, aliases: map[string][]alias{},
+		vocab: map[string]bool{}, fuzzy: map[string]string{}, negations: map[string]bool{},
+		through: map[string]bool{}, fillers: map[string]bool{}, translate: map[string][]string{}, keyword: keyword,
+		threshold: defaultThreshold, negationFactor: defaultNegationFactor,
+		negationWindow: defaultNegationWindow, mentionFactor: defaultMentionFactor,
+		precedenceGap: defaultPrecedenceGap, crossThreshold: defaultCrossThreshold,
+	}
 }
 
 // Classify reads the subject and body (pass "" subject for SMS). Lines
 // quoting an earlier message (starting with ">") are skipped: they repeat
-// what was already triaged, including our own acknowledgement. Any match
-// makes the verdict urgent: a missed unsafe message is the worst failure,
-// so doubt counts as urgent. Well-known figures of speech ("this traffic
-// is killing me", "dying to", "not urgent") do not count.
+// what was already triaged, including our own acknowledgement. Every
+// sentence is read, so one risky sentence in a long email is enough.
 func (t *Triage) Classify(subject, body string) Verdict {
-	text := " " + normalize(subject) + " " + blank + " " + normalize(unquote(body)) + " "
-
-	// Where the idioms (and keyword guards) occur in the text.
-	var figures [][2]int
-	for _, id := range t.idioms {
-		for off := 0; ; {
-			i := strings.Index(text[off:], id)
-			if i < 0 {
-				break
-			}
-			figures = append(figures, [2]int{off + i, off + i + len(id)})
-			off += i + 1
-		}
-	}
-	// A match is figurative when it shares words with an idiom without
-	// holding all of it: "killing me" in "traffic is killing me", "I'm
-	// dying" in "I'm dying to tell you". Spans are padded with a space on
-	// each side, so neighbours share one; compare the words only.
-	figurative := func(start, end int) bool {
-		hs, he := start+1, end-1
-		return slices.ContainsFunc(figures, func(f [2]int) bool {
-			fs, fe := f[0]+1, f[1]-1
-			return hs < fe && fs < he && !(hs <= fs && fe <= he)
-		})
-	}
-
-	type hit struct {
-		start, end int
-		rule       rule
-		weight     float64
-	}
-	var hits []hit
-	find := func(r rule) {
-		best, first := 0.0, -1
-		for off := 0; ; {
-			i := strings.Index(text[off:], r.match)
-			if i < 0 {
-				break
-			}
-			i += off
-			off = i + 1
-			if figurative(i, i+len(r.match)) {
-				continue
-			}
-			w := r.weight
-			if negated(text[:i]) {
-				w *= negatedFactor
-			}
-			if first < 0 {
-				first = i
-			}
-			best = max(best, w)
-		}
-		if first >= 0 {
-			hits = append(hits, hit{first, first + len(r.match), r, best})
-		}
-	}
-	for _, r := range t.rules {
-		find(r)
-	}
-	if t.keyword != "" {
-		find(rule{t.keyword, strings.TrimSpace(t.keyword), CategoryMarkedUrgent, weightKeyword})
-	}
-	if len(hits) == 0 {
-		return Verdict{}
-	}
-
-	// Drop a hit inside a longer one ("unalive" within "unalive myself"),
-	// then order the rest as they appear in the message.
-	slices.SortStableFunc(hits, func(a, b hit) int { return cmp.Compare(b.end-b.start, a.end-a.start) })
-	var kept []hit
-	for _, h := range hits {
-		if !slices.ContainsFunc(kept, func(k hit) bool { return k.start <= h.start && h.end <= k.end }) {
-			kept = append(kept, h)
-		}
-	}
-	slices.SortStableFunc(kept, func(a, b hit) int { return cmp.Compare(a.start, b.start) })
-
-	v := Verdict{Urgent: true}
-	rank := len(categories)
-	for _, h := range kept {
-		if !slices.Contains(v.Evidence, h.rule.evidence) {
-			v.Evidence = append(v.Evidence, h.rule.evidence)
-		}
-		if r := slices.Index(categories, h.rule.category); r < rank {
-			rank = r
-		}
-	}
-	v.Category = categories[rank]
-	miss := 1.0 // noisy-or over the evidence for the chosen category
-	for _, h := range kept {
-		if h.rule.category == v.Category {
-			miss *= 1 - h.weight
-		}
-	}
-	v.Confidence = 1 - miss
+	v, _ := t.run(subject, body, false)
 	return v
 }
 
-// negated reports whether one of the last few tokens of before is a
-// negation.
-func negated(before string) bool {
-	f := strings.Fields(before)
-	for i := len(f) - 1; i >= 0 && i >= len(f)-negationWindow; i-- {
-		if f[i] == blank {
-			return false
+// hit is one rule's best match in a message.
+type hit struct {
+	rule       int32
+	weight     float64
+	start, end int32      // tokens
+	spans      [][2]int32 // the matched patterns, for evidence
+}
+
+// classify is Classify that also returns the rules that matched, for the
+// lexicon's tests.
+func (t *Triage) classify(subject, body string) (Verdict, []hit) {
+	return t.run(subject, body, true)
+}
+
+// run classifies with a pooled scratch; the hits are returned (copied out
+// of the scratch) only when asked for.
+func (t *Triage) run(subject, body string, keepHits bool) (Verdict, []hit) {
+	sc := t.pool.Get().(*scratch)
+	defer t.pool.Put(sc)
+	body = unquote(body)
+	toks := sc.tokens(subject, body)
+	hits := sc.match(toks)
+	v := t.lx.decide(hits, func(h *hit) []string { return evidence(toks, h, subject, body) })
+	if !keepHits {
+		return v, nil
+	}
+	return v, slices.Clone(hits)
+}
+
+// decide scores the hits per category and picks the verdict.
+func (l *lexicon) decide(hits []hit, quote func(*hit) []string) Verdict {
+	if len(hits) == 0 {
+		return Verdict{}
+	}
+	score := map[string]float64{}
+	for _, h := range hits {
+		c := l.rules[h.rule].category
+		score[c] = 1 - (1-score[c])*(1-h.weight)
+	}
+	top := 0.0
+	for c, s := range score {
+		if c != CategoryMarkedUrgent {
+			top = max(top, s)
 		}
-		if negations[f[i]] {
+	}
+	cat := ""
+	for _, c := range categories {
+		s := score[c]
+		if s >= l.threshold && (c == CategoryMarkedUrgent || s >= top-l.precedenceGap) {
+			cat = c
+			break
+		}
+	}
+	conf := score[cat]
+	if cat == "" {
+		// Hints of different kinds ("he's drunk again", "I'm scared") add
+		// up too, under the strongest kind.
+		all := 0.0
+		for c, s := range score {
+			if c != CategoryMarkedUrgent {
+				all = 1 - (1-all)*(1-s)
+			}
+		}
+		if all >= l.crossThreshold {
+			for _, c := range categories {
+				if score[c] == top {
+					cat, conf = c, all
+					break
+				}
+			}
+		}
+	}
+	if cat == "" {
+		return Verdict{}
+	}
+	v := Verdict{Urgent: true, Category: cat, Confidence: math.Round(min(conf, 1)*100) / 100}
+	slices.SortStableFunc(hits, func(a, b hit) int { return int(a.start - b.start) })
+	shown := func(h *hit) bool {
+		c := l.rules[h.rule].category
+		return c == cat || score[c] >= l.threshold || (conf > score[cat] && c != CategoryMarkedUrgent)
+	}
+	for i := range hits {
+		h := &hits[i]
+		if !shown(h) {
+			continue
+		}
+		// A match inside a longer one adds nothing to read.
+		inside := slices.ContainsFunc(hits, func(o hit) bool {
+			return shown(&o) && o.start <= h.start && h.end <= o.end && o.end-o.start > h.end-h.start
+		})
+		if inside {
+			continue
+		}
+		for _, e := range quote(h) {
+			if !slices.Contains(v.Evidence, e) {
+				v.Evidence = append(v.Evidence, e)
+			}
+		}
+	}
+	return v
+}
+
+// evidence quotes a hit from the source: the client's words, lower case,
+// spaces collapsed. Patterns far apart are quoted one by one.
+func evidence(toks []token, h *hit, subject, body string) []string {
+	quote := func(s, e int32) string {
+		a, b := toks[s].start, toks[e-1].end
+		var text string
+		if off := int32(len(subject)) + 1; a >= off {
+			text = body[a-off : b-off]
+		} else {
+			text = subject[a:min(b, int32(len(subject)))]
+		}
+		return strings.Join(strings.Fields(strings.ToLower(text)), " ")
+	}
+	if h.end-h.start <= 8 || len(h.spans) < 2 {
+		return []string{quote(h.start, h.end)}
+	}
+	out := make([]string, 0, len(h.spans))
+	for _, s := range h.spans {
+		out = append(out, quote(s[0], s[1]))
+	}
+	return out
+}
+
+// scratch is one Classify call's working memory, reused through a pool.
+type scratch struct {
+	lx       *lexicon
+	z        tokenizer
+	gen      uint32
+	triedGen []uint32 // per part: the call that last tried it
+	triedPos []int32  // per part: where
+	head     []int32  // per part: first occurrence + 1
+	occ      []occurrence
+	touched  []int32 // parts with occurrences
+	condGen  []uint32
+	best     []int32 // per rule: index into hits + 1
+	hits     []hit
+	bag      []uint64 // the message's words, by number
+	okGen    []uint32 // per part: the call that last checked its words against the bag
+	okVal    []bool
+	sentLo   []int32 // per sentence: its first token
+	sentHi   []int32 // per sentence: after its last token
+}
+
+// occurrence is one place a part matched.
+type occurrence struct {
+	start, end int32
+	next       int32  // next occurrence of the same part + 1
+	mask       uint64 // words the pattern named, from start; the rest were gaps
+	negated    bool
+}
+
+func newScratch(l *lexicon) *scratch {
+	return &scratch{lx: l, z: tokenizer{lx: l},
+		triedGen: make([]uint32, len(l.parts)), triedPos: make([]int32, len(l.parts)),
+		head: make([]int32, len(l.parts)), condGen: make([]uint32, len(l.conds)),
+		best: make([]int32, len(l.rules)), bag: make([]uint64, (len(l.ids)+64)/64),
+		okGen: make([]uint32, len(l.parts)), okVal: make([]bool, len(l.parts)),
+	}
+}
+
+func (sc *scratch) tokens(subject, body string) []token {
+	z := &sc.z
+	z.buf, z.raw = z.buf[:0], z.raw[:0]
+	z.sent, z.clause = 0, 0
+	z.part = 0
+	z.tokenize(subject, 0)
+	z.part = 1
+	z.tokenize(body, int32(len(subject))+1)
+	return z.finish()
+}
+
+// match finds every rule's best hit.
+func (sc *scratch) match(toks []token) []hit {
+	l := sc.lx
+	sc.gen++
+	if sc.gen == 0 { // wrapped: forget everything
+		clear(sc.triedGen)
+		clear(sc.condGen)
+		clear(sc.okGen)
+		sc.gen = 1
+	}
+	clear(sc.bag)
+	sc.sentLo, sc.sentHi = sc.sentLo[:0], sc.sentHi[:0]
+	for p := range toks {
+		t := &toks[p]
+		sc.bag[t.id>>6] |= 1 << (t.id & 63)
+		for int(t.sent) >= len(sc.sentLo) {
+			sc.sentLo, sc.sentHi = append(sc.sentLo, int32(p)), append(sc.sentHi, int32(p))
+		}
+		sc.sentHi[t.sent] = int32(p + 1)
+	}
+	sc.bag[0] &^= 1 // word 0 is every unknown word
+	for _, id := range sc.touched {
+		sc.head[id] = 0
+	}
+	sc.touched, sc.occ, sc.hits = sc.touched[:0], sc.occ[:0], sc.hits[:0]
+	m := matcher{toks: toks, fill: l.fillBits}
+	try := func(ids []int32, p int) {
+		for _, id := range ids {
+			if sc.triedGen[id] == sc.gen && sc.triedPos[id] == int32(p) {
+				continue
+			}
+			sc.triedGen[id], sc.triedPos[id] = sc.gen, int32(p)
+			if !sc.partOK(id) {
+				continue
+			}
+			end, mask := m.seq(l.parts[id].elems, 0, p, toks[p].sent, p, 0)
+			if end > p {
+				sc.record(id, int32(p), int32(end), mask)
+			}
+		}
+	}
+	for p := range toks {
+		t := &toks[p]
+		if t.id > 0 {
+			try(l.byID[t.id], p)
+		} else if len(t.text) >= 3 {
+			for _, r := range l.byPrefix[[3]byte{t.text[0], t.text[1], t.text[2]}] {
+				if strings.HasPrefix(t.text, r.prefix) {
+					try([]int32{r.part}, p)
+				}
+			}
+		}
+		switch t.kind {
+		case kindNum:
+			try(l.numIndex, p)
+		case kindDose:
+			try(l.doseIndex, p)
+		}
+	}
+	if len(sc.touched) == 0 {
+		return nil
+	}
+	// Negations, now that every negation exception is known.
+	for i := range sc.occ {
+		sc.occ[i].negated = sc.negated(toks, &sc.occ[i])
+	}
+	for _, id := range sc.touched {
+		for _, ci := range l.partConds[id] {
+			if sc.condGen[ci] == sc.gen {
+				continue
+			}
+			sc.condGen[ci] = sc.gen
+			sc.evalCond(toks, ci)
+		}
+	}
+	for _, h := range sc.hits {
+		sc.best[h.rule] = 0
+	}
+	return sc.hits
+}
+
+// partOK reports whether the message holds a word of every family part
+// id needs; a part that fails cannot match anywhere in it.
+func (sc *scratch) partOK(id int32) bool {
+	if sc.okGen[id] == sc.gen {
+		return sc.okVal[id]
+	}
+	ok := true
+	for _, s := range sc.lx.parts[id].need {
+		if !s.in(sc.bag) {
+			ok = false
+			break
+		}
+	}
+	sc.okGen[id], sc.okVal[id] = sc.gen, ok
+	return ok
+}
+
+// record notes an occurrence of part id; the mask marks the words the
+// pattern named (not gaps), so a negation inside a gap still counts.
+func (sc *scratch) record(id, start, end int32, mask uint64) {
+	n := 0
+	for o := sc.head[id]; o != 0; o = sc.occ[o-1].next {
+		n++
+	}
+	if n >= maxOccurrences {
+		return
+	}
+	if sc.head[id] == 0 {
+		sc.touched = append(sc.touched, id)
+	}
+	sc.occ = append(sc.occ, occurrence{start: start, end: end, next: sc.head[id], mask: mask})
+	sc.head[id] = int32(len(sc.occ))
+}
+
+// negated reports whether a negation governs an occurrence: one of the few
+// words before it in the same clause ("not", "never", "no"), reaching it
+// only across words like "going to" or "really", or one inside it that
+// the pattern did not name. "dont worry" and the like are no negation.
+func (sc *scratch) negated(toks []token, o *occurrence) bool {
+	l := sc.lx
+	s := o.start
+	for q := s - 1; q >= 0 && q >= s-int32(l.negationWindow); q-- {
+		if toks[q].sent != toks[s].sent || toks[q].clause != toks[s].clause {
+			break
+		}
+		if l.negBits[toks[q].id] && !sc.excepted(toks, q) {
+			return true
+		}
+		if !l.thruBits[toks[q].id] {
+			break
+		}
+	}
+	for q := s + 1; q < o.end; q++ {
+		if d := q - s; d < 64 && o.mask&(1<<d) != 0 {
+			continue
+		}
+		if l.negBits[toks[q].id] && toks[q].clause == toks[s].clause && !sc.excepted(toks, q) {
 			return true
 		}
 	}
 	return false
-}
-
-// unquote drops quoted lines (">") and "On ... wrote:" attributions.
-func unquote(body string) string {
-	if !strings.Contains(body, ">") {
-		return body
-	}
-	lines := strings.Split(body, "\n")
-	out := lines[:0]
-	for _, l := range lines {
-		s := strings.TrimSpace(l)
-		if strings.HasPrefix(s, ">") || (strings.HasPrefix(s, "On ") && strings.HasSuffix(s, "wrote:")) {
-			continue
-		}
-		out = append(out, l)
-	}
-	return strings.Join(out, "\n")
-}
-
-// leet maps the digits and symbols used for letters. It applies only inside
-// words that also have letters, so "k1ll" reads "kill" but "988" stays.
-var leet = map[rune]rune{'0': 'o', '1': 'i', '3': 'e', '4': 'a', '5': 's', '@': 'a', '$': 's'}
-
-// contractions join common two-word forms into one token, so phrases match
-// however they are written: "can not", "cannot" and "can't" all read "cant".
-var (
-	singles = map[string]string{"cannot": "cant", "u": "you", "gonna": "going", "wanna": "want"}
-	pairs   = map[[2]string]string{
-		{"can", "not"}: "cant", {"do", "not"}: "dont", {"does", "not"}: "doesnt",
-		{"did", "not"}: "didnt", {"will", "not"}: "wont", {"is", "not"}: "isnt",
-		{"was", "not"}: "wasnt", {"i", "am"}: "im", {"he", "is"}: "hes",
-		{"she", "is"}: "shes", {"it", "is"}: "its", {"you", "are"}: "youre",
-		{"they", "are"}: "theyre", {"my", "self"}: "myself", {"non", "emergency"}: "nonemergency",
-	}
-)
-
-// normalize lower-cases s, reads simple leetspeak, drops apostrophes, turns
-// every other run of non-letters into one space, and joins contractions.
-// "I'm gonna K1LL my$elf!!" becomes "im going to kill myself".
-func normalize(s string) string {
-	var tokens []string
-	var word []rune
-	flush := func() {
-		if len(word) == 0 {
-			return
-		}
-		letters := slices.ContainsFunc(word, unicode.IsLetter)
-		var b strings.Builder
-		for _, r := range word {
-			if m, ok := leet[r]; ok && letters {
-				r = m
-			}
-			if r == '@' || r == '$' {
-				continue
-			}
-			b.WriteRune(r)
-		}
-		if b.Len() > 0 {
-			tokens = append(tokens, b.String())
-		}
-		word = word[:0]
-	}
-	for _, r := range strings.ToLower(s) {
-		switch {
-		case r == '\'' || r == '’' || r == '‘' || r == 'ʼ' || r == '`':
-			// "don't" → "dont"
-		case unicode.IsLetter(r) || unicode.IsDigit(r) || r == '@' || r == '$':
-			word = append(word, r)
-		default:
-			flush()
-		}
-	}
-	flush()
-
-	out := make([]string, 0, len(tokens))
-	for i := 0; i < len(tokens); i++ {
-		tok := tokens[i]
-		if s, ok := singles[tok]; ok {
-			tok = s
-			if s == "going" || s == "want" { // gonna, wanna
-				out = append(out, tok, "to")
-				continue
-			}
-		}
-		if i+1 < len(tokens) {
-			if j, ok := pairs[[2]string{tok, tokens[i+1]}]; ok {
-				out = append(out, j)
-				i++
-				continue
-			}
-		}
-		out = append(out, tok)
-	}
-	return strings.Join(out, " ")
-}
-
-func weighted(w float64, texts ...string) []phrase {
-	ps := make([]phrase, len(texts))
-	for i, s := range texts {
-		ps[i] = phrase{s, w}
-	}
-	return ps
-}
-
-func join(lists ...[]phrase) []phrase { return slices.Concat(lists...) }
-
-// cross returns every a + " " + b.
-func cross(as, bs []string) []string {
-	var out []string
-	for _, a := range as {
-		for _, b := range bs {
-			out = append(out, a+" "+b)
-		}
-	}
-	return out
-}
-
-func suffix(ss []string, s string) []string {
-	out := make([]string, len(ss))
-	for i, x := range ss {
-		out[i] = x + s
-	}
-	return out
 }

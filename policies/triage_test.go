@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,9 @@ func mustTriage(t *testing.T, keyword string, extra map[string][]string) *Triage
 	return tr
 }
 
+// TestClassify covers the forms people really write, in both languages.
+// The lexicon's own examples (lexicon_test.go) cover every rule; these
+// cover the reading of the text around them.
 func TestClassify(t *testing.T) {
 	tr := mustTriage(t, "URGENT", nil)
 	tests := []struct {
@@ -25,83 +29,94 @@ func TestClassify(t *testing.T) {
 		category string // "" for routine
 		evidence string // one phrase that must be in Evidence, when set
 	}{
-		// suicide
-		{"kill myself", "", "I think I'm going to kill myself tonight", CategorySuicide, "kill myself"},
-		{"kms slang", "", "honestly i just wanna kms", CategorySuicide, "kms"},
-		{"leetspeak", "", "gonna k1ll mys3lf", CategorySuicide, "kill myself"},
-		{"split self", "", "I want to kill my self", CategorySuicide, "kill myself"},
-		{"unalive", "", "thinking about how to unalive myself", CategorySuicide, "unalive"},
-		{"end it all", "", "I just want to end it all.", CategorySuicide, "end it all"},
-		{"don't wake up", "", "I dont want to wake up tomorrow", CategorySuicide, "don't want to wake up"},
-		{"do not wake up", "", "I do not want to wake up", CategorySuicide, "don't want to wake up"},
-		{"curly apostrophe", "", "I don’t want to be alive", CategorySuicide, "don't want to be alive"},
-		{"better off without me", "", "Everyone's better off without me", CategorySuicide, "better off without me"},
-		{"took all my pills", "", "I took all my pills", CategorySuicide, "took all my pills"},
-		{"suicidal shouting", "", "SUICIDAL AGAIN!!!", CategorySuicide, "suicidal"},
-		{"suicide in the subject", "Suicide", "Can we talk?", CategorySuicide, "suicide"},
-		{"negated still urgent", "", "I'm not suicidal, just exhausted", CategorySuicide, "suicidal"},
-		{"wanna die", "", "i wanna die", CategorySuicide, "want to die"},
-		// self-harm
-		{"cut myself", "", "I cut myself again last night", CategorySelfHarm, "cut myself"},
-		{"self-harm hyphen", "", "the self-harm urges are back", CategorySelfHarm, "self harm"},
-		{"selfharm one word", "", "#selfharm", CategorySelfHarm, "selfharm"},
-		{"burning", "", "I've been burning myself", CategorySelfHarm, "burning myself"},
-		// harm to others
-		{"going to hurt him", "", "I'm going to hurt him when he gets home", CategoryHarmToOthers, "going to hurt him"},
-		{"gonna hurt", "", "im gonna hurt my brother", CategoryHarmToOthers, "going to hurt my brother"},
-		{"kill her", "", "I swear I will kill her", CategoryHarmToOthers, "kill her"},
-		{"homicidal", "", "feeling homicidal", CategoryHarmToOthers, "homicidal"},
-		// abuse
-		{"he hit me", "", "He hit me again.", CategoryAbuse, "he hit me"},
-		{"my husband", "", "my husband choked me last night", CategoryAbuse, "my husband choked me"},
-		{"present tense", "", "he's hurting me", CategoryAbuse, "he's hurting me"},
-		{"he is killing me", "", "my husband is killing me", CategoryAbuse, "my husband is killing me"},
-		{"scared to go home", "", "I'm scared to go home", CategoryAbuse, "scared to go home"},
-		{"hit me with a belt", "", "he hit me with a belt", CategoryAbuse, "he hit me"},
-		{"in jest is still urgent", "", "my mom is gonna kill me when she sees my grades", CategoryAbuse, "my mom is going to kill me"},
-		{"he'll kill me", "", "If I leave he'll kill me", CategoryAbuse, "he'll kill me"},
-		// medical
-		{"chest pain", "", "Having chest pain and sweating", CategoryMedical, "chest pain"},
-		{"can't breathe", "", "I can't breathe", CategoryMedical, "can't breathe"},
-		{"cannot breathe", "", "I cannot breathe", CategoryMedical, "can't breathe"},
-		{"overdose", "", "I think I overdosed", CategoryMedical, "overdosed"},
-		{"OD'd", "", "i OD'd on my meds", CategoryMedical, "i od'd"},
-		{"emergency room", "", "on my way to the emergency room", CategoryMedical, "emergency room"},
-		// crisis
-		{"can't keep myself safe", "", "I can't keep myself safe right now", CategoryCrisis, "can't keep myself safe"},
-		{"voices", "", "the voices are telling me to do things", CategoryCrisis, "voices are telling me"},
-		{"emergency", "", "EMERGENCY please call", CategoryCrisis, "emergency"},
-		{"can't do this", "", "I can't do this anymore", CategoryCrisis, "can't do this anymore"},
-		{"panic attack", "", "having a panic attack, feel like I'm dying", CategoryCrisis, "feel like i'm dying"},
-		// the urgent keyword
-		{"keyword first", "", "URGENT please read", CategoryMarkedUrgent, "urgent"},
-		{"keyword any case", "", "this is urgent", CategoryMarkedUrgent, "urgent"},
-		{"keyword with punctuation", "", "Urgent: need to talk", CategoryMarkedUrgent, "urgent"},
-		{"keyword in subject", "URGENT", "please read", CategoryMarkedUrgent, "urgent"},
-		{"keyword loses to suicide", "URGENT", "I want to die", CategorySuicide, "urgent"},
-		{"keyword in a reply subject", "Re: URGENT", "", CategoryMarkedUrgent, "urgent"},
-		{"not urgent does not hide the rest", "", "not urgent but I've been thinking of ending my life", CategorySuicide, "ending my life"},
-		// routine
-		{"reschedule", "", "Can we move Tuesday to 3pm?", "", ""},
-		{"thanks", "", "Thank you for today, that helped a lot.", "", ""},
-		{"traffic idiom", "", "Sorry I'm late, this traffic is killing me", "", ""},
-		{"work idiom", "", "Work is killing me this week lol", "", ""},
-		{"you're killing me", "", "haha you're killing me", "", ""},
+		// Spelling, spacing and leetspeak.
+		{"plain", "", "I think I'm going to kill myself tonight", CategorySuicide, "kill myself"},
+		{"lower case no punctuation", "", "i want to die", CategorySuicide, "want to die"},
+		{"shouting", "", "SUICIDAL AGAIN!!!", CategorySuicide, "suicidal"},
+		{"leetspeak", "", "gonna k1ll mys3lf", CategorySuicide, "k1ll mys3lf"},
+		{"digits first", "", "5u1c1d3 thoughts again", CategorySuicide, "5u1c1d3"},
+		{"1 for l", "", "ki11 myse1f", CategorySuicide, "ki11 myse1f"},
+		{"symbols", "", "$u!c!d3", CategorySuicide, "$u!c!d3"},
+		{"letter spacing", "", "cant stop thinking about how to k i l l  m y s e l f", CategorySuicide, "k i l l m y s e l f"},
+		{"dotted", "", "k.i.l.l m.y.s.e.l.f", CategorySuicide, "k.i.l.l m.y.s.e.l.f"},
+		{"hyphenated", "", "s-u-i-c-i-d-e", CategorySuicide, ""},
+		{"zero-width space", "", "ki\u200bll my\u200bself", CategorySuicide, ""},
+		{"fullwidth", "", "ｋｉｌｌ ｍｙｓｅｌｆ", CategorySuicide, ""},
+		{"stretched", "", "i want to diiiiie", CategorySuicide, "want to diiiiie"},
+		{"typo", "", "i want to kil myslef", CategorySuicide, "kil myslef"},
+		{"typo fuzzy", "", "feeling sucidal tonight", CategorySuicide, "sucidal"},
+		{"curly apostrophe", "", "I don’t want to be alive", CategorySuicide, ""},
+		{"split self", "", "I want to kill my self", CategorySuicide, "kill my self"},
+		{"slang kms", "", "honestly i just wanna kms", CategorySuicide, "kms"},
+		{"slang unalive", "", "gonna unalive myself if this keeps up tbh", CategorySuicide, ""},
+		{"slang ctb", "", "thinking about ctb again", CategorySuicide, "ctb"},
+		{"slang sh", "", "sh relapse after 4 months clean 😞", CategorySelfHarm, ""},
+		{"emoji pills", "", "bye everyone 👋 💊💊💊", CategorySuicide, ""},
+		{"emoji coffin", "", "⚰️🪦 thats where im headed and im ok with it. done fighting", CategorySuicide, "done fighting"},
+
+		// Indirect and passive ideation.
+		{"burden", "", "im such a burden on everybody, theyd be relieved if i was gone", CategorySuicide, ""},
+		{"not wake up", "", "I dont want to wake up tomorrow", CategorySuicide, ""},
+		{"no point", "", "whats the point anymore honestly", CategorySuicide, ""},
+		{"cat away", "", "hey can you find someone to take my cat? I won't be around to look after her after this weekend", CategorySuicide, ""},
+		{"keep myself safe", "", "I can't keep myself safe tonight", CategoryCrisis, ""},
+		{"passive", "", "honestly I wouldn't mind if a bus hit me", CategorySuicide, ""},
+
+		// Plans, means and places.
+		{"counting pills", "", "i cant keep myself safe tonight. been counting my pills", CategorySuicide, "counting my pills"},
+		{"dose and count", "", "ibuprofen 800mg x 12. is that bad", CategoryMedical, ""},
+		{"dose split", "", "ibuprofen 800 mg x 12. is that bad", CategoryMedical, ""},
+		{"antifreeze", "", "theres a jug of antifreeze in my trunk. i read its quiet", CategorySuicide, ""},
+		{"bridge", "", "going to the bridge tonight after my shift", CategorySuicide, ""},
+		{"garage top floor", "", "parked on the top floor of the parking garage. just sitting here looking over the edge", CategorySuicide, ""},
+		{"gun", "", "my dads gun is in the hall closet and i keep thinking about using it on me", CategorySuicide, ""},
+
+		// Others.
+		{"threat", "", "he said I'm dead when he gets home", CategoryAbuse, ""},
+		{"hit me", "", "He hit me again.", CategoryAbuse, "he hit me"},
+		{"harm to others", "", "I'm going to kill him when he gets home. I mean it this time", CategoryHarmToOthers, ""},
+		{"overdose in passing", "", "Had the best weekend!! Also I took like 20 advil saturday for my back and now my stomach is burning lol. Anyway see you monday!", CategoryMedical, ""},
+		{"psychosis", "", "the voices keep telling me to go outside", CategoryCrisis, ""},
+
+		// Spanish.
+		{"es quiero morir", "", "me quiero morir, ya no puedo más", CategorySuicide, ""},
+		{"es matarme", "", "quiero matarme", CategorySuicide, "matarme"},
+		{"es accents dropped", "", "tomé todas las pastillas", CategoryMedical, "tomé todas las pastillas"},
+		{"es pego", "", "mi esposo me pegó otra vez", CategoryAbuse, ""},
+		{"es corte", "", "me corté otra vez anoche", CategorySelfHarm, ""},
+		{"es puente", "", "me voy a tirar del puente esta noche", CategorySuicide, ""},
+		{"es voces", "", "escucho voces que me dicen que haga cosas", CategoryCrisis, ""},
+
+		// A risky sentence buried in a long routine email, with subject.
+		{"buried", "Thursday", "Hi Dr. Okafor,\n\nJust a heads up for Thursday. My car is in the shop again so I'll take the bus.\n\nWork has been a lot. We're short two people.\n\nAlso I want you to know I took a whole bottle of my sleeping pills last night. I'm fine now I think.\n\nSee you Thursday,\nJordan", CategoryMedical, ""},
+		{"risk in subject", "suicidal", "can we talk?", CategorySuicide, "suicidal"},
+
+		// The client's keyword.
+		{"keyword", "", "URGENT please call", CategoryMarkedUrgent, "urgent"},
+		{"keyword any case", "", "this is uRgEnT", CategoryMarkedUrgent, "urgent"},
+		{"keyword subject", "Re: URGENT", "see below", CategoryMarkedUrgent, "urgent"},
+		{"keyword spanish", "", "URGENTE necesito cambiar mi cita", CategoryMarkedUrgent, "urgente"},
+		{"keyword loses to risk", "URGENT", "I want to die", CategorySuicide, "urgent"},
+		{"not urgent does not hide the rest", "", "not urgent but I've been thinking of ending my life", CategorySuicide, ""},
+
+		// Routine: figures of speech, negations, benign contexts.
+		{"traffic", "", "Sorry I'm late, this traffic is killing me", "", ""},
 		{"dying to", "", "I'm dying to tell you about the trip!", "", ""},
-		{"killed it", "", "I killed it at my presentation", "", ""},
+		{"killed it", "", "KILLED IT at my presentation!!!", "", ""},
+		{"organizer", "", "pills lined up in my weekly organizer like you suggested", "", ""},
+		{"not suicidal", "", "I'm not suicidal, just exhausted", "", ""},
+		{"never would", "", "I would never hurt myself, I promise", "", ""},
+		{"third party past", "", "we talked about my dad's suicide in session and it helped", "", ""},
+		{"quoted slang", "", "lol 'kms' is my group chat's favourite word this week", "", ""},
 		{"not urgent", "", "Not urgent, but can we talk about fees?", "", ""},
-		{"non-urgent", "", "Non-urgent question about invoices", "", ""},
-		{"not an emergency", "", "This is not an emergency, just a question", "", ""},
-		{"urgently is not the keyword", "", "I urgently need the invoice", "", ""},
-		{"stroke of luck", "", "What a stroke of luck, I got the job", "", ""},
+		{"urgent care", "", "took my son to urgent care, he's fine, might be late", "", ""},
+		{"es idiom", "", "me muero de ganas de contarte", "", ""},
+		{"es idiom mata", "", "me mata el tráfico, llego tarde", "", ""},
+		{"es hair", "", "me corté el pelo por fin jaja", "", ""},
 		{"numbers stay numbers", "", "Call me at 555 0134 after 5", "", ""},
 		{"odd", "", "That felt odd", "", ""},
-		{"hit me up", "", "she hit me up last night about the party", "", ""},
-		{"it hit me", "", "it hit me that I never said thank you", "", ""},
-		{"my back", "", "My back is killing me", "", ""},
-		{"hurt feelings", "", "I hurt her feelings and feel awful", "", ""},
-		{"asks for the crisis line", "", "Can you send me the crisis line number?", "", ""},
-		{"quoted ack", "", "See you then!\n\n> If it can't wait, start a text with URGENT.\n> In an emergency, call 911.", "", ""},
+		{"quoted reply", "", "See you then!\n\n> If it can't wait, start a text with URGENT.\n> If you are in immediate danger, call 911.", "", ""},
+		{"attribution line", "", "Thanks!\nOn Mon, Jan 5, 2026 at 9:00 AM Clinic wrote:\n> I want to die is a phrase we listen for", "", ""},
 		{"empty", "", "", "", ""},
 	}
 	for _, tt := range tests {
@@ -116,15 +131,15 @@ func TestClassify(t *testing.T) {
 				}
 				return
 			}
-			if !slices.Contains(v.Evidence, tt.evidence) {
-				t.Fatalf("Classify(%q, %q).Evidence = %q, want it to contain %q", tt.subject, tt.body, v.Evidence, tt.evidence)
+			if tt.evidence != "" && !slices.Contains(v.Evidence, tt.evidence) {
+				t.Fatalf("Evidence = %q, want it to contain %q", v.Evidence, tt.evidence)
 			}
-			if v.Confidence <= 0 || v.Confidence > 1 {
-				t.Fatalf("Confidence = %v, want in (0, 1]", v.Confidence)
+			if v.Confidence < 0.5 || v.Confidence > 1 {
+				t.Fatalf("Confidence = %v, want in [0.5, 1]", v.Confidence)
 			}
 			for _, e := range v.Evidence {
-				if e != strings.ToLower(e) {
-					t.Fatalf("evidence %q is not lower case", e)
+				if e != strings.ToLower(e) || e == "" {
+					t.Fatalf("evidence %q is empty or not lower case", e)
 				}
 			}
 		})
@@ -133,9 +148,9 @@ func TestClassify(t *testing.T) {
 
 func TestClassifyDetails(t *testing.T) {
 	tr := mustTriage(t, "URGENT", nil)
-	t.Run("evidence in message order, no overlaps", func(t *testing.T) {
-		v := tr.Classify("", "I want to unalive myself, I already took all my pills")
-		want := []string{"unalive", "took all my pills"}
+	t.Run("evidence quotes the client in message order", func(t *testing.T) {
+		v := tr.Classify("", "I want to UNALIVE myself. I already took all my pills")
+		want := []string{"unalive myself", "took all my pills"}
 		if !slices.Equal(v.Evidence, want) {
 			t.Fatalf("Evidence = %q, want %q", v.Evidence, want)
 		}
@@ -143,15 +158,32 @@ func TestClassifyDetails(t *testing.T) {
 	t.Run("negation lowers confidence", func(t *testing.T) {
 		plain := tr.Classify("", "I am suicidal")
 		negated := tr.Classify("", "I am not suicidal")
-		if !negated.Urgent || negated.Confidence >= plain.Confidence {
-			t.Fatalf("negated %+v, plain %+v: want both urgent, negated less confident", negated, plain)
+		if !plain.Urgent || negated.Urgent {
+			t.Fatalf("plain %+v, negated %+v: want plain urgent and the negation routine", plain, negated)
+		}
+		// A strong statement elsewhere still wins.
+		if v := tr.Classify("", "I'm not suicidal, I just want to die"); v.Category != CategorySuicide {
+			t.Fatalf("%+v", v)
+		}
+	})
+	t.Run("a comma ends a negation", func(t *testing.T) {
+		if v := tr.Classify("", "I'm not ok, I want to die"); v.Category != CategorySuicide {
+			t.Fatalf("%+v", v)
 		}
 	})
 	t.Run("more evidence, more confidence", func(t *testing.T) {
 		one := tr.Classify("", "I want to die")
-		two := tr.Classify("", "I want to die. I wrote a note.")
+		two := tr.Classify("", "I want to die. I wrote goodbye letters.")
 		if two.Confidence <= one.Confidence {
 			t.Fatalf("one %v, two %v", one.Confidence, two.Confidence)
+		}
+	})
+	t.Run("hints add up", func(t *testing.T) {
+		if v := tr.Classify("", "thank you for everything"); v.Urgent {
+			t.Fatalf("one hint alone: %+v", v)
+		}
+		if v := tr.Classify("", "thank you for everything. please don't blame yourself"); v.Category != CategorySuicide {
+			t.Fatalf("two hints: %+v", v)
 		}
 	})
 	t.Run("keyword is certain", func(t *testing.T) {
@@ -159,8 +191,18 @@ func TestClassifyDetails(t *testing.T) {
 			t.Fatalf("Confidence = %v, want 1", v.Confidence)
 		}
 	})
-	t.Run("no phrase spans subject and body", func(t *testing.T) {
-		if v := tr.Classify("I want to", "die laughing at this"); v.Urgent {
+	t.Run("no pattern spans subject and body", func(t *testing.T) {
+		if v := tr.Classify("I want to", "die"); v.Urgent {
+			t.Fatalf("%+v", v)
+		}
+	})
+	t.Run("no pattern spans sentences", func(t *testing.T) {
+		if v := tr.Classify("", "I want to. Die Hard is on tonight"); v.Urgent {
+			t.Fatalf("%+v", v)
+		}
+	})
+	t.Run("precedence", func(t *testing.T) {
+		if v := tr.Classify("", "I took 30 pills because I want to die"); v.Category != CategorySuicide {
 			t.Fatalf("%+v", v)
 		}
 	})
@@ -174,6 +216,9 @@ func TestNewTriage(t *testing.T) {
 		}
 		if v := tr.Classify("", "urgent please"); v.Urgent {
 			t.Fatalf("the default keyword must not count: %+v", v)
+		}
+		if v := tr.Classify("", "not asap, whenever"); v.Urgent {
+			t.Fatalf("guard: %+v", v)
 		}
 	})
 	t.Run("extra phrases", func(t *testing.T) {
@@ -197,6 +242,7 @@ func TestNewTriage(t *testing.T) {
 		{"unknown category", "URGENT", map[string][]string{"sadness": {"sad"}}, []string{`"sadness": unknown category; the categories are suicide`}},
 		{"phrase with no words", "URGENT", map[string][]string{CategoryCrisis: {"ok", "!!!"}}, []string{`"acute-crisis" [1]: "!!!" has no words`}},
 		{"empty keyword", " ", nil, []string{"urgent keyword is empty"}},
+		{"two-word keyword", "very urgent", nil, []string{"one word"}},
 		{"all together", "", map[string][]string{"x": nil, "y": nil}, []string{"keyword", `"x"`, `"y"`}},
 	}
 	for _, tt := range tests {
@@ -212,16 +258,30 @@ func TestNewTriage(t *testing.T) {
 			}
 		})
 	}
+	t.Run("lexicon errors are LexiconErrors", func(t *testing.T) {
+		_, err := NewTriage("URGENT", nil, []byte("rule a suicide 0.5\n  match: @nope\n"), []byte("set x = \n"))
+		var le *LexiconError
+		if !errors.As(err, &le) {
+			t.Fatalf("%v", err)
+		}
+		for _, want := range []string{"extra lexicon 1 line 2", "extra lexicon 2 line 1"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("%q does not contain %q", err, want)
+			}
+		}
+	})
 }
 
 func TestNormalize(t *testing.T) {
 	tests := []struct{ in, want string }{
-		{"I'm gonna K1LL my$elf!!", "im going to kill myself"},
+		{"I'm gonna K1LL my$elf!!", "im gonna kill myself"},
 		{"  Don’t   want-to  WAKE up ", "dont want to wake up"},
-		{"I do not wanna", "i dont want to"},
 		{"call 988 or 911", "call 988 or 911"},
 		{"h@te", "hate"},
-		{"u are", "youre"},
+		{"800mg and 2.5 ml", "800mg and 2.5 ml"},
+		{"2nd 10pm", "2nd 10pm"},
+		{"Tomé PASTILLAS, niño", "tome pastillas nino"},
+		{"💊💊 ⚰️", "💊 💊 ⚰"},
 		{"$ 5", "5"},
 		{"", ""},
 	}
@@ -234,13 +294,47 @@ func TestNormalize(t *testing.T) {
 	}
 }
 
+// TestTokens checks the lexicon-aware reading: aliases, doses, sentences.
+func TestTokens(t *testing.T) {
+	tr := mustTriage(t, "URGENT", nil)
+	read := func(s string) []token {
+		sc := tr.pool.Get().(*scratch)
+		defer tr.pool.Put(sc)
+		return slices.Clone(sc.tokens("", s))
+	}
+	words := func(ts []token) string {
+		var w []string
+		for _, t := range ts {
+			w = append(w, t.text)
+		}
+		return strings.Join(w, " ")
+	}
+	if got := words(read("I'm gonna do it, I am")); got != "im going to do it im" {
+		t.Fatalf("aliases: %q", got)
+	}
+	ts := read("took 800 mg. then 3")
+	if len(ts) != 4 || ts[1].kind != kindDose || ts[3].kind != kindNum || ts[1].sent == ts[2].sent {
+		t.Fatalf("doses and sentences: %+v", ts)
+	}
+	if got := words(read("k i l l")); got != "kill" {
+		t.Fatalf("unspace: %q", got)
+	}
+	if got := words(read("a b c d")); got != "a b c d" {
+		t.Fatalf("letters that make no word stay: %q", got)
+	}
+}
+
 func TestClassifyConcurrent(t *testing.T) {
 	tr := mustTriage(t, "URGENT", nil)
 	var wg sync.WaitGroup
-	for range 8 {
+	for i := range 8 {
 		wg.Go(func() {
 			for range 50 {
-				if v := tr.Classify("", "I want to die"); v.Category != CategorySuicide {
+				text, want := "I want to die", CategorySuicide
+				if i%2 == 1 {
+					text, want = "he hit me again", CategoryAbuse
+				}
+				if v := tr.Classify("", text); v.Category != want {
 					t.Errorf("%+v", v)
 					return
 				}
@@ -248,4 +342,21 @@ func TestClassifyConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// BenchmarkClassify classifies the labelled messages (SMS and long
+// emails, English and Spanish) in turn on one goroutine.
+func BenchmarkClassify(b *testing.B) {
+	cases := readEval(b, "eval.jsonl")
+	tr, err := NewTriage("URGENT", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		c := &cases[i%len(cases)]
+		tr.Classify(c.Subject, c.Text)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }

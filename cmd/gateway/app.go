@@ -90,7 +90,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	triage, err := policies.NewTriage(c.Practice.UrgentKeyword, c.Triage.Extra)
+	triage, err := c.NewTriage()
 	if err != nil {
 		return fmt.Errorf("config: triage: %w", err)
 	}

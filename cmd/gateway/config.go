@@ -88,7 +88,50 @@ type WordingConfig struct {
 
 // TriageConfig extends the built-in safety lexicon.
 type TriageConfig struct {
-	Extra map[string][]string `toml:"extra"` // category → extra phrases
+	Extra        map[string][]string `toml:"extra"`         // category → extra phrases
+	LexiconFiles []string            `toml:"lexicon_files"` // extra lexicon files, read at start-up
+}
+
+// NewTriage reads the extra lexicon files and builds the safety triage
+// from them, [triage.extra] and the practice's urgent keyword. A problem
+// in a lexicon file is reported under its key with the file's line.
+func (c *Config) NewTriage() (*policies.Triage, error) {
+	var errs []error
+	var lexicons [][]byte
+	var names []string
+	for i, path := range c.Triage.LexiconFiles {
+		key := fmt.Sprintf("triage.lexicon_files[%d]", i)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %v; point it at a readable lexicon file (the format is described at the top of the built-in lexicon, policies/lexicon.txt)", key, err))
+			continue
+		}
+		lexicons = append(lexicons, b)
+		names = append(names, fmt.Sprintf("%s (%s)", key, path))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	t, err := policies.NewTriage(c.Practice.UrgentKeyword, c.Triage.Extra, lexicons...)
+	if err == nil {
+		return t, nil
+	}
+	all := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		all = j.Unwrap()
+	}
+	for _, e := range all {
+		var le *policies.LexiconError
+		switch {
+		case errors.As(e, &le) && le.Lexicon > 0 && le.Line > 0:
+			errs = append(errs, fmt.Errorf("%s line %d: %s", names[le.Lexicon-1], le.Line, le.Msg))
+		case errors.As(e, &le) && le.Lexicon > 0:
+			errs = append(errs, fmt.Errorf("%s: %s", names[le.Lexicon-1], le.Msg))
+		default:
+			errs = append(errs, fmt.Errorf("triage.extra: %w", e))
+		}
+	}
+	return nil, errors.Join(errs...)
 }
 
 // ClientConfig is one known client: their first name and how they reach
@@ -341,7 +384,7 @@ func (c *Config) Validate() error {
 	if _, err := policies.NewWording(c.wordingOverrides()); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := policies.NewTriage(p.UrgentKeyword, c.Triage.Extra); err != nil {
+	if _, err := c.NewTriage(); err != nil {
 		errs = append(errs, err)
 	}
 

@@ -7,6 +7,7 @@
 //	gateway digest  -config FILE --now   run a check-in by hand
 //	gateway audit   -config FILE [--with-text] CLIENT   a client's timeline
 //	gateway demo                   play a short story through loopback stand-ins
+//	gateway classify [--jsonl] [-config FILE] [--lexicon FILE]... [FILE...]   triage messages, one JSON verdict per line
 //	gateway version
 package main
 
@@ -26,13 +27,14 @@ import (
 
 // commands is the subcommand table (mox style): name → func.
 var commands = map[string]func(ctx context.Context, args []string, stdout io.Writer) error{
-	"serve":   cmdServe,
-	"check":   cmdCheck,
-	"digest":  cmdDigest,
-	"demo":    cmdDemo,
-	"version": cmdVersion,
-	"load":    cmdLoad,
-	"audit":   cmdAudit,
+	"serve":    cmdServe,
+	"check":    cmdCheck,
+	"digest":   cmdDigest,
+	"demo":     cmdDemo,
+	"version":  cmdVersion,
+	"load":     cmdLoad,
+	"classify": cmdClassify,
+	"audit":    cmdAudit,
 }
 
 func main() {
