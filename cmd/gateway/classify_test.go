@@ -53,7 +53,7 @@ func TestClassifyCommand(t *testing.T) {
 				`{"id":7,"channel":"email","subject":"URGENT","text":"please call"}` + "\n" +
 				`{"id":"c3","channel":"email","subject":"Thursday","text":"Thanks, see you then."}` + "\n",
 			want: []string{
-				`{"id":"a1","urgent":true,"category":"abuse","evidence":["he hit me"],"confidence":0.9}`,
+				`{"id":"a1","urgent":true,"category":"abuse","evidence":["he hit me"],"confidence":0.96}`,
 				`{"id":7,"urgent":true,"category":"client-marked-urgent","evidence":["urgent"],"confidence":1}`,
 				`{"id":"c3","urgent":false,"category":"","evidence":[],"confidence":0}`,
 			},
