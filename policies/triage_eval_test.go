@@ -226,11 +226,18 @@ func TestTriageEval(t *testing.T) {
 // TestTriageHoldout scores the held-out set, which the lexicon was not
 // tuned on: it reports numbers and the ids of misses (never their text),
 // and fails only when recall drops below 0.95.
+// TestTriageHoldout measures generalisation on sets the lexicon was not
+// written from. holdout.jsonl was read once, after its blind score (recall
+// 0.759), to find which kinds of phrasing the rules missed, so it is no
+// longer blind; holdout2.jsonl, written afterwards by someone who never saw
+// the lexicon, is.
 func TestTriageHoldout(t *testing.T) {
-	cases := readEval(t, "holdout.jsonl")
-	r := evaluate(mustTriage(t, "URGENT", nil), cases)
-	r.logNumbers(t, "holdout")
-	if v := r.recall.value(); v < aimHoldoutRecall {
-		t.Errorf("holdout recall %v is below %.2f", r.recall, aimHoldoutRecall)
+	for _, name := range []string{"holdout.jsonl", "holdout2.jsonl"} {
+		cases := readEval(t, name)
+		r := evaluate(mustTriage(t, "URGENT", nil), cases)
+		r.logNumbers(t, strings.TrimSuffix(name, ".jsonl"))
+		if v := r.recall.value(); v < aimHoldoutRecall {
+			t.Errorf("%s recall %v is below %.2f", name, r.recall, aimHoldoutRecall)
+		}
 	}
 }
