@@ -753,15 +753,8 @@ func (s *conn) idle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	t := time.NewTimer(s.w.cfg.IdleRefresh)
-	defer t.Stop()
-	select {
-	case <-s.wake:
-	case <-t.C:
-	case <-s.c.Closed():
-		return errors.New("imap: connection closed by server")
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := s.sleep(ctx, s.w.cfg.IdleRefresh); err != nil {
+		return err
 	}
 	return s.cmd("end idle", func() error {
 		if err := cmd.Close(); err != nil {
@@ -774,7 +767,16 @@ func (s *conn) idle(ctx context.Context) error {
 // poll waits Poll (or for an EXISTS that arrived meanwhile) and sends a
 // NOOP, which lets servers report new mail, before the next catch-up.
 func (s *conn) poll(ctx context.Context) error {
-	t := time.NewTimer(s.w.cfg.Poll)
+	if err := s.sleep(ctx, s.w.cfg.Poll); err != nil {
+		return err
+	}
+	return s.cmd("noop", s.c.Noop().Wait)
+}
+
+// sleep waits d, or less when new mail is announced; it fails when the
+// server closes the connection or ctx ends.
+func (s *conn) sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-s.wake:
@@ -784,5 +786,5 @@ func (s *conn) poll(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return s.cmd("noop", s.c.Noop().Wait)
+	return nil
 }

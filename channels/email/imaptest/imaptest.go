@@ -6,17 +6,11 @@ package imaptest
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -29,6 +23,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/therapistinbox/gateway/channels/email/internal/mailpeer"
 )
 
 // nobody is the uid and gid Dovecot's mail processes run as.
@@ -114,7 +109,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	ensureDovecot(t)
 
 	dir := t.TempDir()
-	if err := reachableByNobody(dir); err != nil {
+	if err := mailpeer.ReachableByNobody(dir); err != nil {
 		t.Fatalf("imaptest: %v", err)
 	}
 	s := &Server{dir: dir, conf: filepath.Join(dir, "dovecot.conf"), log: filepath.Join(dir, "dovecot.log"), user: o.user, pass: o.pass}
@@ -164,11 +159,25 @@ func (s *Server) Pass() string { return s.pass }
 func (s *Server) Conf() string { return s.conf }
 
 // prepare writes the certificate, users file and mail root.
+// ensureDovecot installs Dovecot when it is missing. Without apt (or root)
+// it skips the test, unless CI is set: there a missing server is a failure.
+func ensureDovecot(t testing.TB) {
+	t.Helper()
+	err := mailpeer.Install()
+	if err == nil {
+		return
+	}
+	if errors.Is(err, mailpeer.ErrNoApt) && os.Getenv("CI") == "" {
+		t.Skipf("imaptest: Dovecot is not installed and %v", err)
+	}
+	t.Fatalf("imaptest: %v", err)
+}
+
 func (s *Server) prepare(o options) error {
 	if strings.ContainsAny(o.user, ":\n ") || strings.ContainsAny(o.pass, ":\n ") || o.user == "" || o.pass == "" {
 		return errors.New("user and password must be non-empty, without ':' or spaces")
 	}
-	roots, err := writeCert(s.dir)
+	roots, err := mailpeer.WriteCert(s.dir)
 	if err != nil {
 		return err
 	}
@@ -535,70 +544,6 @@ func freePort() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
-}
-
-// reachableByNobody gives o+x to the temporary directories on the path to
-// dir, so Dovecot's unprivileged processes can reach their files
-// (t.TempDir makes them 0700). Directories outside the temp root are left
-// alone.
-func reachableByNobody(dir string) error {
-	root := filepath.Clean(os.TempDir())
-	for d := filepath.Clean(dir); strings.HasPrefix(d, root+string(filepath.Separator)); d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// writeCert writes a fresh self-signed P-256 certificate for localhost and
-// 127.0.0.1 into dir and returns a pool that trusts it.
-func writeCert(dir string) (*x509.CertPool, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), certPEM, 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "key.pem"), keyPEM, 0o600); err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return pool, nil
 }
 
 // TLSConfig returns a client configuration that trusts the server.

@@ -10,17 +10,12 @@ package submissiontest
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -31,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/therapistinbox/gateway/channels/email/internal/mailpeer"
 )
 
 // Timing limits.
@@ -107,11 +104,11 @@ type Server struct {
 // apt-get, not root) it skips the test, or fails it when $CI is set.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	err := ensureInstalled()
+	err := mailpeer.Install()
 	if err == nil && os.Geteuid() != 0 {
 		err = errNotRoot
 	}
-	if (errors.Is(err, errNoApt) || errors.Is(err, errNotRoot)) && os.Getenv("CI") == "" {
+	if (errors.Is(err, mailpeer.ErrNoApt) || errors.Is(err, errNotRoot)) && os.Getenv("CI") == "" {
 		t.Skip(err)
 	}
 	if err != nil {
@@ -205,7 +202,7 @@ var (
 
 // prepare writes everything that does not depend on the ports.
 func (s *Server) prepare() error {
-	if err := reachableByNobody(s.dir); err != nil {
+	if err := mailpeer.ReachableByNobody(s.dir); err != nil {
 		return err
 	}
 	for _, d := range []string{"lib", "home", "messages", "tls"} {
@@ -218,7 +215,7 @@ func (s *Server) prepare() error {
 			return fmt.Errorf("submissiontest: %w", err)
 		}
 	}
-	roots, err := writeCert(filepath.Join(s.dir, "tls"))
+	roots, err := mailpeer.WriteCert(filepath.Join(s.dir, "tls"))
 	if err != nil {
 		return err
 	}
@@ -511,7 +508,10 @@ func (s *Server) checkTLSGreeting(c net.Conn) error {
 
 func logTail(path string) []byte {
 	b, _ := os.ReadFile(path)
-	return tail(b, 3000)
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return b
 }
 
 // freePorts returns n distinct ports that were free on 127.0.0.1 a moment
@@ -540,73 +540,6 @@ func sinkPath() (string, error) {
 		}
 	}
 	return "", errors.New("submissiontest: smtp-sink not found (Debian package postfix)")
-}
-
-// reachableByNobody gives o+x (search, not listing) to dir and its parents
-// inside the temp directory, which Go creates 0700: Dovecot's unprivileged
-// processes and smtp-sink must reach the files in it.
-func reachableByNobody(dir string) error {
-	tmp := filepath.Clean(os.TempDir())
-	for d := filepath.Clean(dir); strings.HasPrefix(d, tmp+string(filepath.Separator)); d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil {
-			return fmt.Errorf("submissiontest: %w", err)
-		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
-				return fmt.Errorf("submissiontest: %w", err)
-			}
-		}
-	}
-	return nil
-}
-
-// writeCert writes a self-signed P-256 certificate for localhost,
-// 127.0.0.1 and ::1 (cert.pem, key.pem) and returns a pool trusting it.
-func writeCert(dir string) (*x509.CertPool, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("submissiontest: key: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return nil, fmt.Errorf("submissiontest: serial: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "localhost"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("submissiontest: certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("submissiontest: certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("submissiontest: key: %w", err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), certPEM, 0o644); err != nil {
-		return nil, fmt.Errorf("submissiontest: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "key.pem"), keyPEM, 0o600); err != nil {
-		return nil, fmt.Errorf("submissiontest: %w", err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return pool, nil
 }
 
 func randomHex(n int) string {

@@ -1,4 +1,8 @@
-package submissiontest
+// Package mailpeer is what the Dovecot test harnesses (imaptest and
+// submissiontest) share: installing the Debian packages once, under a lock
+// held across test binaries, and the files a server started as root and
+// running as nobody needs.
+package mailpeer
 
 import (
 	"bytes"
@@ -12,9 +16,8 @@ import (
 	"time"
 )
 
-// packages is the Debian package list both Dovecot harnesses (this one and
-// imaptest) install, always in full and in one apt-get call, so concurrent
-// test binaries ask apt for the same thing.
+// packages is the Debian package list both Dovecot harnesses need,
+// installed in full in one apt-get call.
 var packages = []string{"postfix", "dovecot-core", "dovecot-imapd", "dovecot-submissiond", "openssl"}
 
 // debconf answers that keep postfix from configuring or running a system
@@ -23,23 +26,23 @@ const postfixPreseed = "postfix postfix/main_mailer_type select No configuration
 	"postfix postfix/mailname string localhost\n"
 
 const (
-	aptLockFile    = "/tmp/gateway-apt.lock" // shared with imaptest
+	aptLockFile    = "/tmp/gateway-apt.lock" // held across test binaries
 	aptLockTimeout = 15 * time.Minute
 	aptLockWait    = "600" // seconds apt waits for dpkg's own lock
 )
 
-// errNoApt means the packages are missing and cannot be installed here (no
+// ErrNoApt means the packages are missing and cannot be installed here (no
 // apt-get, or not root).
-var errNoApt = errors.New("submissiontest: postfix/dovecot missing and apt-get unavailable (need root on Debian)")
+var ErrNoApt = errors.New("mailpeer: postfix/dovecot missing and apt-get unavailable (need root on Debian)")
 
 var (
 	installOnce sync.Once
 	installErr  error
 )
 
-// ensureInstalled installs the packages once per process; concurrent test
-// binaries are serialised by a file lock.
-func ensureInstalled() error {
+// Install installs the packages when any is missing, once per process;
+// concurrent test binaries are serialised by a file lock.
+func Install() error {
 	installOnce.Do(func() { installErr = install() })
 	return installErr
 }
@@ -60,7 +63,7 @@ func install() error {
 		return nil
 	}
 	if _, err := exec.LookPath("apt-get"); err != nil || os.Geteuid() != 0 {
-		return errNoApt
+		return ErrNoApt
 	}
 	unlock, err := lockFile(aptLockFile, aptLockTimeout)
 	if err != nil {
@@ -73,7 +76,7 @@ func install() error {
 	}
 
 	if err := run(nil, strings.NewReader(postfixPreseed), "debconf-set-selections"); err != nil {
-		return fmt.Errorf("submissiontest: preseed postfix: %w", err)
+		return fmt.Errorf("mailpeer: preseed postfix: %w", err)
 	}
 	// Packages must not start their daemons (Dovecot on 143/993, Postfix on
 	// 25): policy-rc.d answering 101 forbids it, unless the machine already
@@ -81,7 +84,7 @@ func install() error {
 	const policy = "/usr/sbin/policy-rc.d"
 	if _, err := os.Stat(policy); errors.Is(err, os.ErrNotExist) {
 		if err := os.WriteFile(policy, []byte("#!/bin/sh\nexit 101\n"), 0o755); err != nil {
-			return fmt.Errorf("submissiontest: write %s: %w", policy, err)
+			return fmt.Errorf("mailpeer: write %s: %w", policy, err)
 		}
 		defer os.Remove(policy)
 	}
@@ -93,16 +96,16 @@ func install() error {
 	if err != nil && needsLists(err) {
 		// A fresh image has no package lists: fetch them, then try again.
 		if uerr := run(env, nil, "apt-get", "-q", "-o", "DPkg::Lock::Timeout="+aptLockWait, "update"); uerr != nil {
-			return fmt.Errorf("submissiontest: apt-get update: %w (after install failed: %v)", uerr, err)
+			return fmt.Errorf("mailpeer: apt-get update: %w (after install failed: %v)", uerr, err)
 		}
 		err = run(env, nil, "apt-get", args...)
 	}
 	if err != nil {
-		return fmt.Errorf("submissiontest: apt-get install: %w", err)
+		return fmt.Errorf("mailpeer: apt-get install: %w", err)
 	}
 	stopSystemPostfix()
 	if m := missingPackages(); len(m) > 0 {
-		return fmt.Errorf("submissiontest: still missing after apt-get install: %s", strings.Join(m, " "))
+		return fmt.Errorf("mailpeer: still missing after apt-get install: %s", strings.Join(m, " "))
 	}
 	return nil
 }
@@ -156,7 +159,7 @@ func tail(b []byte, n int) []byte {
 func lockFile(path string, timeout time.Duration) (unlock func(), err error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("submissiontest: open %s: %w", path, err)
+		return nil, fmt.Errorf("mailpeer: open %s: %w", path, err)
 	}
 	deadline := time.Now().Add(timeout)
 	for {
@@ -169,7 +172,7 @@ func lockFile(path string, timeout time.Duration) (unlock func(), err error) {
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("submissiontest: lock %s: %w", path, err)
+			return nil, fmt.Errorf("mailpeer: lock %s: %w", path, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
