@@ -132,6 +132,7 @@ type lexicon struct {
 	mentionFactor  float64
 	precedenceGap  float64
 	crossThreshold float64
+	modelThreshold float64 // 1: the model never decides
 
 	parts      []part
 	partConds  [][]int32 // per part: the conditions that use it
@@ -554,6 +555,8 @@ func (l *lexicon) parseSetting(s string, at src) error {
 		return in01(&l.mentionFactor)
 	case "cross-threshold":
 		return in01(&l.crossThreshold)
+	case "model-threshold":
+		return in01(&l.modelThreshold)
 	case "precedence-gap":
 		if v < 0 || v > 1 {
 			return at.errorf("setting precedence-gap: %v is out of range; write a number from 0 to 1", v)
@@ -567,7 +570,7 @@ func (l *lexicon) parseSetting(s string, at src) error {
 		l.negationWindow = int(v)
 		return nil
 	}
-	return at.errorf("unknown setting %q; the settings are threshold, cross-threshold, negation-factor, negation-window, mention-factor, precedence-gap", name)
+	return at.errorf("unknown setting %q; the settings are threshold, cross-threshold, model-threshold, negation-factor, negation-window, mention-factor, precedence-gap", name)
 }
 
 func parseRuleHead(s string, at src) (*rawRule, error) {

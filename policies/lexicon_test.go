@@ -23,7 +23,7 @@ func ruleHit(hits []hit, ri int) (bool, float64) {
 // not count in it (no match, or one lowered below the threshold by a
 // negation or quotes; a hint rule may match).
 func TestLexiconExamples(t *testing.T) {
-	tr := mustTriage(t, "URGENT", nil)
+	tr := rulesOnly(t, "URGENT", nil)
 	for ri, r := range tr.lx.rules {
 		t.Run(r.name, func(t *testing.T) {
 			if len(r.examples) == 0 {
@@ -55,7 +55,7 @@ func TestLexiconExamples(t *testing.T) {
 // TestLexiconIdioms checks that every figure of speech has an example
 // that contains it and stays routine.
 func TestLexiconIdioms(t *testing.T) {
-	tr := mustTriage(t, "URGENT", nil)
+	tr := rulesOnly(t, "URGENT", nil)
 	if len(tr.lx.idiomRules) != len(tr.lx.idioms) {
 		t.Fatalf("%d idioms, %d idiom rules", len(tr.lx.idioms), len(tr.lx.idiomRules))
 	}
@@ -91,7 +91,7 @@ func (t *Triage) partMatches(id int32, text string) bool {
 }
 
 func TestLexiconNegationExceptions(t *testing.T) {
-	tr := mustTriage(t, "URGENT", nil)
+	tr := rulesOnly(t, "URGENT", nil)
 	// "dont worry" is no negation: the statement after it still counts.
 	if v := tr.Classify("", "dont worry i want to die"); v.Category != CategorySuicide {
 		t.Fatalf("%+v", v)
@@ -158,7 +158,7 @@ rule code-word self-harm 0.9
   match: (red|blue) (balloon|balloons)
   example: thinking about red balloons tonight
 `)
-	tr, err := NewTriage("URGENT", nil, extra)
+	tr, err := NewTriage("URGENT", nil, extra, []byte("setting model-threshold 1\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ rule code-word self-harm 0.9
 	if v := tr.Classify("", "bye everyone. gave my ukulele to sam"); !v.Urgent || !slices.Contains(v.Evidence, "gave my ukulele") {
 		t.Fatalf("family extension: %+v", v)
 	}
-	base := mustTriage(t, "URGENT", nil)
+	base := rulesOnly(t, "URGENT", nil)
 	if v := base.Classify("", "thinking about red balloons tonight"); v.Urgent {
 		t.Fatalf("the built-in triage must not see extra rules: %+v", v)
 	}

@@ -48,8 +48,9 @@ const (
 // Triage classifies message text against a lexicon of rules. It is
 // immutable after NewTriage, so it is safe for concurrent use.
 type Triage struct {
-	lx   *lexicon
-	pool sync.Pool // *scratch
+	lx    *lexicon
+	model *model
+	pool  sync.Pool // *scratch
 }
 
 // NewTriage builds a triage from the built-in lexicon (lexicon.txt, whose
@@ -74,10 +75,14 @@ func NewTriage(urgentKeyword string, extra map[string][]string, lexicons ...[]by
 		errs = append(errs, l.parse(b, i+1)...)
 	}
 	errs = append(errs, l.compile(extra)...)
+	m, err := parseModel(builtinModel)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	t := &Triage{lx: l}
+	t := &Triage{lx: l, model: m}
 	t.pool.New = func() any { return newScratch(l) }
 	return t, nil
 }
@@ -90,6 +95,7 @@ func newLexicon(keyword string) *lexicon {
 		threshold: defaultThreshold, negationFactor: defaultNegationFactor,
 		negationWindow: defaultNegationWindow, mentionFactor: defaultMentionFactor,
 		precedenceGap: defaultPrecedenceGap, crossThreshold: defaultCrossThreshold,
+		modelThreshold: defaultModelThreshold,
 	}
 }
 
@@ -125,6 +131,10 @@ func (t *Triage) run(subject, body string, keepHits bool) (Verdict, []hit) {
 	toks := sc.tokens(subject, body)
 	hits := sc.match(toks)
 	v := t.lx.decide(hits, func(h *hit) []string { return evidence(toks, h, subject, body) })
+	if !v.Urgent && t.lx.modelThreshold < 1 && len(toks) >= modelMinWords {
+		sc.hashes = features(toks, sc.hashes[:0])
+		v = t.model.judge(sc.hashes, t.lx.modelThreshold)
+	}
 	if !keepHits {
 		return v, nil
 	}
@@ -230,6 +240,7 @@ func evidence(toks []token, h *hit, subject, body string) []string {
 // scratch is one Classify call's working memory, reused through a pool.
 type scratch struct {
 	lx       *lexicon
+	hashes   []uint64 // the message's features, for the model
 	z        tokenizer
 	gen      uint32
 	triedGen []uint32 // per part: the call that last tried it

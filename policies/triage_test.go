@@ -8,6 +8,16 @@ import (
 	"testing"
 )
 
+// rulesOnly is a triage without the model: for tests of the rules' mechanics.
+func rulesOnly(t *testing.T, keyword string, extra map[string][]string) *Triage {
+	t.Helper()
+	tr, err := NewTriage(keyword, extra, []byte("setting model-threshold 1\n"))
+	if err != nil {
+		t.Fatalf("NewTriage: %v", err)
+	}
+	return tr
+}
+
 func mustTriage(t *testing.T, keyword string, extra map[string][]string) *Triage {
 	t.Helper()
 	tr, err := NewTriage(keyword, extra)
@@ -147,7 +157,7 @@ func TestClassify(t *testing.T) {
 }
 
 func TestClassifyDetails(t *testing.T) {
-	tr := mustTriage(t, "URGENT", nil)
+	tr := rulesOnly(t, "URGENT", nil)
 	t.Run("evidence quotes the client in message order", func(t *testing.T) {
 		v := tr.Classify("", "I want to UNALIVE myself. I already took all my pills")
 		want := []string{"unalive myself", "took all my pills"}
@@ -210,7 +220,7 @@ func TestClassifyDetails(t *testing.T) {
 
 func TestNewTriage(t *testing.T) {
 	t.Run("custom keyword", func(t *testing.T) {
-		tr := mustTriage(t, "ASAP", nil)
+		tr := rulesOnly(t, "ASAP", nil)
 		if v := tr.Classify("", "asap please"); v.Category != CategoryMarkedUrgent {
 			t.Fatalf("%+v", v)
 		}
