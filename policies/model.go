@@ -38,7 +38,7 @@ const modelMinWords = 8
 // defaultModelThreshold is how sure the model must be that a message is not
 // routine before it makes it urgent. Measured by cross-validation over the
 // labelled sets (see TestTriageCrossValidation).
-const defaultModelThreshold = 0.7
+const defaultModelThreshold = 0.6
 
 type model struct {
 	bias  [nClasses]float64
