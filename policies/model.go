@@ -114,6 +114,42 @@ func features(toks []token, out []uint64) []uint64 {
 	return slices.Compact(out)
 }
 
+// windowSentences: a long message is also read a few sentences at a time,
+// so that one risky sentence in a long, cheerful email is not drowned out.
+const windowSentences = 3
+
+// windowThreshold is the model's threshold for a part of a long message:
+// higher than for a whole one, because a few sentences of a safe email
+// taken out of it can sound worse than they are (cross-validation: +1
+// point of recall for under +2 points of routine false alarms).
+const windowThreshold = 0.8
+
+// windows calls f with each run of windowSentences sentences of a message
+// that has more, until f returns true.
+func windows(toks []token, f func([]token) bool) bool {
+	if len(toks) == 0 || toks[len(toks)-1].sent-toks[0].sent < windowSentences {
+		return false
+	}
+	for lo := 0; lo < len(toks); {
+		hi := lo
+		for hi < len(toks) && toks[hi].sent-toks[lo].sent < windowSentences {
+			hi++
+		}
+		if f(toks[lo:hi]) {
+			return true
+		}
+		if hi == len(toks) {
+			return false
+		}
+		next := lo
+		for toks[next].sent == toks[lo].sent {
+			next++
+		}
+		lo = next
+	}
+	return false
+}
+
 // probabilities returns the model's probability of each class.
 func (m *model) probabilities(hashes []uint64) [nClasses]float64 {
 	z := m.bias

