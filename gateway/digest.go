@@ -106,10 +106,11 @@ func (s *Store) LastCheckin(ctx context.Context) (time.Time, error) {
 	return parseTime(t), nil
 }
 
-// failedDeliveries selects outbox rows whose failure no digest has listed.
+// failedDeliveries selects outbox rows whose failure no digest has listed;
+// pages cancelled by an acknowledgement did not fail.
 // A relay's failure is shown with the relay, under its client.
 const failedDeliveries = `reported_in IS NULL AND kind NOT IN ('digest', 'relay')
-	AND (state = 'failed' OR delivery_status IN ('failed', 'undelivered'))`
+	AND ((state = 'failed' AND error_code <> 'cancelled') OR delivery_status IN ('failed', 'undelivered'))`
 
 // unreportedRelays selects finished relays to a known client that no
 // digest has shown; one still being sent waits for the next digest.

@@ -413,6 +413,13 @@ func (p Practice) acknowledge(ctx context.Context, tx *sql.Tx, now time.Time, id
 	if err := audit(ctx, tx, now, "alert:acked:"+via, auditIDs{message: msgID, alert: id}); err != nil {
 		return ackOutcome{}, err
 	}
+	// A page still waiting for its next attempt would wake someone for
+	// nothing; one being sent right now is left to finish.
+	if _, err := tx.ExecContext(ctx, `
+		UPDATE outbox SET state = 'failed', error_code = 'cancelled', error = 'alert acknowledged'
+		WHERE alert_id = ? AND kind IN ('oncall', 'escalation') AND state = 'pending'`, id); err != nil {
+		return ackOutcome{}, fmt.Errorf("oncall: cancel pages: %w", err)
+	}
 	// Everyone else paged hears once, by text if they were paged by text.
 	rows, err := tx.QueryContext(ctx, `
 		SELECT p.person, p.channel, o.recipient FROM alert_pages p JOIN outbox o ON o.id = p.outbox_id

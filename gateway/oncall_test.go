@@ -535,3 +535,31 @@ func TestDigestShowsAlertHistory(t *testing.T) {
 		t.Fatalf("staff ACK shown as a client message:\n%s", text)
 	}
 }
+
+func TestAckCancelsPagesWaitingForRetry(t *testing.T) {
+	tg := newOnCallGateway(t)
+	ctx := context.Background()
+	r := urgentFrom(t, tg, clientPhone)
+	// Dana's text went out; her email is waiting to be retried.
+	tg.store.db.Exec(`UPDATE outbox SET state = 'sent' WHERE alert_id = ? AND channel = 'sms'`, r.AlertID)
+	tg.store.db.Exec(`UPDATE outbox SET attempts = 1, error = 'timeout' WHERE alert_id = ? AND channel = 'email'`, r.AlertID)
+
+	tg.receive(t, sms(danaPhone, "ACK"))
+	var state, code string
+	tg.store.db.QueryRow(`SELECT state, error_code FROM outbox WHERE alert_id = ? AND kind = 'oncall' AND channel = 'email'`, r.AlertID).Scan(&state, &code)
+	if state != "failed" || code != "cancelled" {
+		t.Fatalf("waiting page left %s/%s after the ACK, want failed/cancelled", state, code)
+	}
+	if n := count(t, tg.store, `SELECT count(*) FROM outbox WHERE alert_id = ? AND kind = 'oncall' AND state = 'sent'`, r.AlertID); n != 1 {
+		t.Fatalf("%d sent pages, want the text untouched", n)
+	}
+
+	tg.clock.Set(time.Date(2026, 11, 18, 10, 0, 0, 0, newYork))
+	if _, err := tg.g.CheckIn(ctx, tg.clock.Now(), false); err != nil {
+		t.Fatal(err)
+	}
+	_, text, _ := digestMail(t, tg.store)
+	if strings.Contains(text, "failed deliver") || strings.Contains(text, "NOT delivered") || strings.Contains(text, "cancelled") {
+		t.Fatalf("a cancelled page is shown as a failed delivery:\n%s", text)
+	}
+}
