@@ -1,12 +1,14 @@
 package policies
 
 import (
+	"cmp"
 	_ "embed"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // The model is the triage's second reader. The lexicon's rules recognise
@@ -22,6 +24,9 @@ import (
 
 //go:embed triage_model.txt
 var builtinModel []byte
+
+// loadModel parses the built-in model once; it is read-only after.
+var loadModel = sync.OnceValues(func() (*model, error) { return parseModel(builtinModel) })
 
 // modelClasses are the model's outputs: routine, then the risk categories
 // (the client's keyword is the rules' job).
@@ -198,24 +203,11 @@ func (m *model) judge(hashes []uint64, threshold float64) Verdict {
 		}
 	}
 	slices.SortFunc(top, func(a, b contrib) int {
-		if a.w != b.w {
-			return -cmpFloat(a.w, b.w)
-		}
-		return strings.Compare(a.name, b.name)
+		return cmp.Or(cmp.Compare(b.w, a.w), strings.Compare(a.name, b.name))
 	})
 	v := Verdict{Urgent: true, Category: modelClasses[best], Confidence: math.Round(risk*100) / 100}
 	for _, c := range top[:min(len(top), 3)] {
 		v.Evidence = append(v.Evidence, c.name)
 	}
 	return v
-}
-
-func cmpFloat(a, b float32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

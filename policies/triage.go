@@ -75,7 +75,7 @@ func NewTriage(urgentKeyword string, extra map[string][]string, lexicons ...[]by
 		errs = append(errs, l.parse(b, i+1)...)
 	}
 	errs = append(errs, l.compile(extra)...)
-	m, err := parseModel(builtinModel)
+	m, err := loadModel()
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -140,7 +140,7 @@ func (t *Triage) run(subject, body string, keepHits bool) (Verdict, []hit) {
 					return false
 				}
 				sc.hashes = features(w, sc.hashes[:0])
-				v = t.model.judge(sc.hashes, windowThreshold)
+				v = t.model.judge(sc.hashes, max(windowThreshold, t.lx.modelThreshold))
 				return v.Urgent
 			})
 		}
