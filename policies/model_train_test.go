@@ -272,8 +272,10 @@ func TestTriageModelFile(t *testing.T) {
 // who never saw the lexicon, and neither the lexicon nor the model was
 // tuned on them, so their numbers are what to expect from new messages.
 func TestTriageCrossValidation(t *testing.T) {
-	if testing.Short() {
-		t.Skip("trains a model per labelled set")
+	if testing.Short() || raceDetector {
+		// Pure arithmetic, a model per labelled set: the race detector
+		// only makes it slow (and starves the other packages' tests).
+		t.Skip("trains a model per labelled set; run without -short and -race")
 	}
 	base := mustTriage(t, "URGENT", nil)
 	var all, blind evalReport
