@@ -165,6 +165,12 @@ func (m *model) probabilities(hashes []uint64) [nClasses]float64 {
 			}
 		}
 	}
+	softmax(&z)
+	return z
+}
+
+// softmax turns scores into probabilities, in place.
+func softmax(z *[nClasses]float64) {
 	top := slices.Max(z[:])
 	sum := 0.0
 	for c := range z {
@@ -174,7 +180,6 @@ func (m *model) probabilities(hashes []uint64) [nClasses]float64 {
 	for c := range z {
 		z[c] /= sum
 	}
-	return z
 }
 
 // judge is the model's verdict: urgent when the probability that the

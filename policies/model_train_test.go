@@ -193,18 +193,6 @@ func train(data []example) (bias [nClasses]float64, w map[string]*[nClasses]floa
 	return bias, w
 }
 
-func softmax(z *[nClasses]float64) {
-	top := slices.Max(z[:])
-	sum := 0.0
-	for c := range z {
-		z[c] = math.Exp(z[c] - top)
-		sum += z[c]
-	}
-	for c := range z {
-		z[c] /= sum
-	}
-}
-
 // modelText writes a trained model in triage_model.txt's format.
 func modelText(bias [nClasses]float64, w map[string]*[nClasses]float64, header string) []byte {
 	var b bytes.Buffer
